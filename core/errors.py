@@ -1,0 +1,6 @@
+"""One exception type for problems the user can fix (bad input), so callers can
+show a one-line message instead of a traceback."""
+
+
+class InputError(Exception):
+    """Bad input: the message names the file, row and column where it can."""
