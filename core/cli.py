@@ -1,0 +1,215 @@
+"""`python -m core …`: the headless face of the engine. Argument parsing only; every
+command is a call into the modules that do the work.
+
+Bad input ends with one line on stderr naming the file, row and column, and exit
+status 2 — never a traceback (`--debug` shows one for bug reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from core.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _cols(value: str) -> list[str]:
+    cols = [c.strip() for c in value.split(",") if c.strip()]
+    if not cols:
+        raise argparse.ArgumentTypeError("give at least one column name")
+    return cols
+
+
+def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None) -> None:
+    """The CSV mapping flags shared by train, predict, evaluate and suspects."""
+    p.add_argument("--data", required=True, type=Path, help="catalogue CSV")
+    p.add_argument("--text-cols", required=True, type=_cols, metavar="A[,B…]",
+                   help="text columns, joined in this order")
+    if label is not None:
+        p.add_argument("--label-col", required=label, metavar="L", help="label column")
+        p.add_argument("--label-level", type=int, metavar="N",
+                       help='take level N (1 = top) of a category tree like ["A >> B >> C"]')
+    p.add_argument("--image-col", metavar="I", help="column with image file names, paths or URLs")
+    p.add_argument("--image-dir", type=Path, metavar="D", help="folder that relative image names are in")
+    p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from core.backbones import BACKBONES, DEFAULT_BACKBONE
+    from core.text_model import DEFAULT_TEXT_ARCH, TEXT_ARCHS
+
+    parser = argparse.ArgumentParser(prog="python -m core", description="Catalog Studio engine")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model bundle from a labelled catalogue")
+    _add_mapping(p, label=True)
+    p.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
+    p.add_argument("--text-arch", choices=TEXT_ARCHS, default=DEFAULT_TEXT_ARCH)
+    p.add_argument("--backbone", choices=list(BACKBONES), default=DEFAULT_BACKBONE)
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="random backbone weights (offline tests of keras.applications backbones)")
+    p.add_argument("--folds", type=int, default=5, help="folds for the fusion's out-of-fold data")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="held-out share for the bundle's metrics")
+    p.add_argument("--epochs", type=int, help="text model epochs (default: per architecture)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("predict", help="predict categories for a catalogue CSV")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
+    _add_mapping(p, label=None)
+    p.add_argument("--out", required=True, type=Path, metavar="PRED_CSV")
+    p.add_argument("--probabilities", action="store_true", help="add one p:<label> column per class")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled catalogue (JSON on stdout)")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
+    _add_mapping(p, label=True)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("demo", help="train the demo model on the shared Flipkart catalogue if there is none")
+    p.add_argument("--data-dir", type=Path, help="folder with products.csv and images/ (default: the shared demo)")
+    p.add_argument("--force", action="store_true", help="retrain even if the demo model exists")
+    return parser
+
+
+def _load(args, *, require_labels: bool):
+    from core.catalog import load_catalogue
+
+    return load_catalogue(
+        args.data, text_cols=args.text_cols, label_col=getattr(args, "label_col", None),
+        label_level=getattr(args, "label_level", None), image_col=args.image_col, image_dir=args.image_dir,
+        encoding=args.encoding, require_labels=require_labels, progress=not args.quiet,
+    )
+
+
+def _report(catalogue, quiet: bool) -> None:
+    if not quiet:
+        for line in catalogue.report.summary_lines():
+            print(line, file=sys.stderr)
+
+
+def cmd_train(args) -> int:
+    from core.train import TrainConfig, Trainer
+
+    catalogue = _load(args, require_labels=True)
+    _report(catalogue, args.quiet)
+    if not 0 <= args.val_fraction < 0.9:
+        raise InputError(f"--val-fraction must be in [0, 0.9), got {args.val_fraction}")
+    if args.folds < 2:
+        raise InputError(f"--folds must be 2 or more, got {args.folds}")
+    config = TrainConfig(text_arch=args.text_arch, backbone=args.backbone,
+                         weights=None if args.no_pretrained else "imagenet", folds=args.folds,
+                         val_fraction=args.val_fraction, seed=args.seed, text_epochs=args.epochs)
+    classifier = Trainer(config, verbose=not args.quiet).fit(catalogue)
+    path = classifier.save(args.out)
+    summary = {"model": str(path), "version": classifier.version,
+               "train_seconds": classifier.metadata["train_seconds"],
+               "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
+                              for k, v in classifier.metadata["metrics"]["validation"].items() if k != "rows"}}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _atomic_write_csv(frame, out: Path) -> None:
+    """Write next to the target and rename, so a failure never leaves half a file
+    (or destroys the previous one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            frame.to_csv(fh, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from core.classifier import Classifier
+
+    classifier = Classifier.load(args.model)
+    catalogue = _load(args, require_labels=False)
+    _report(catalogue, args.quiet)
+    result = classifier.predict_batch(catalogue.texts, catalogue.image_paths, progress=not args.quiet)
+    frame = catalogue.frame.copy()
+    usable = result.has_text | result.has_image
+    top = lambda probs, mask: [result.labels[int(np.argmax(p))] if m else "" for p, m in zip(probs, mask)]  # noqa: E731
+    frame["predicted_label"] = top(result.fused, usable)
+    frame["confidence"] = [f"{float(np.max(p)):.6f}" if m else "" for p, m in zip(result.fused, usable)]
+    frame["text_label"] = top(result.text, result.has_text)
+    frame["image_label"] = top(result.image, result.has_image)
+    if args.probabilities:
+        for j, label in enumerate(result.labels):
+            frame[f"p:{label}"] = [f"{p[j]:.6f}" if m else "" for p, m in zip(result.fused, usable)]
+    _atomic_write_csv(frame, args.out)
+    unusable = np.flatnonzero(~usable) + 1
+    if len(unusable):
+        rows = ", ".join(map(str, unusable[:10])) + (" …" if len(unusable) > 10 else "")
+        print(f"warning: {len(unusable)} row(s) had neither text nor a usable image and were left "
+              f"unpredicted (rows {rows})", file=sys.stderr)
+    if not args.quiet:
+        print(f"wrote {len(frame)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from core.classifier import Classifier
+    from core.train import evaluation_metrics
+
+    classifier = Classifier.load(args.model)
+    catalogue = _load(args, require_labels=False)
+    _report(catalogue, args.quiet)
+    labelled = [i for i, l in enumerate(catalogue.labels) if l is not None]
+    if not labelled:
+        raise InputError(f"{args.data.name}: no row has a label in column '{args.label_col}'")
+    result = classifier.predict_batch([catalogue.texts[i] for i in labelled],
+                                      [catalogue.image_paths[i] for i in labelled], progress=not args.quiet)
+    y_true = [catalogue.labels[i] for i in labelled]
+    metrics = evaluation_metrics(result.labels, y_true, result.fused, result.text, result.has_text,
+                                 result.image, result.has_image)
+    unknown = sorted(set(y_true) - set(result.labels))
+    metrics["rows"].update({"unlabelled": len(catalogue) - len(labelled), "unknown_labels": unknown})
+    metrics["model_version"] = classifier.version
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from core.demo import ensure_demo_model
+
+    path = ensure_demo_model(args.data_dir, force=args.force)
+    print(f"demo model ready: {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, and a way to see more
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (run with --debug for details)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,42 @@
+"""The demo catalogue (the shared Flipkart sample) and the model trained on it, so the
+first run of the app has something to show without any setting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.settings import REPO_ROOT, get_settings
+
+DEMO_MODEL_NAME = "demo"
+
+
+def demo_data_dir() -> Path:
+    """STUDIO_DEMO_DATA, else the workspace's shared Flipkart sample beside the checkout."""
+    env = os.environ.get("STUDIO_DEMO_DATA")
+    return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data" / "flipkart"
+
+
+def demo_model_dir() -> Path:
+    return get_settings().models_dir / DEMO_MODEL_NAME
+
+
+def ensure_demo_model(data_dir: Path | None = None, *, force: bool = False, verbose: bool = True) -> Path:
+    """Train the demo bundle unless one exists; returns its directory."""
+    from core.bundle import is_bundle
+    from core.catalog import load_catalogue
+    from core.errors import InputError
+    from core.train import Trainer
+
+    out = demo_model_dir()
+    if is_bundle(out) and not force:
+        return out
+    data_dir = Path(data_dir) if data_dir else demo_data_dir()
+    csv = data_dir / "products.csv"
+    if not csv.is_file():
+        raise InputError(f"no demo catalogue at {csv}; set STUDIO_DEMO_DATA to a folder with products.csv "
+                         "and images/, or train your own with `python -m core train …`")
+    catalogue = load_catalogue(csv, text_cols=["product_name", "description"], label_col="product_category_tree",
+                               label_level=1, image_col="image", image_dir=data_dir / "images",
+                               require_labels=True, progress=verbose)
+    return Trainer(verbose=verbose).fit(catalogue).save(out)

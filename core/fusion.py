@@ -1,0 +1,114 @@
+"""Learned fusion of the text and image models.
+
+A plain average of the two models' probabilities scores *below* the text model alone
+on Flipkart: the image model is weaker and its confusions differ. So the fusion is a
+multinomial logistic regression stacked on the log-probabilities of both models,
+fitted on out-of-fold predictions (never on probabilities a model made for its own
+training rows, which would be over-confident).
+
+Because it is linear in the two models' log-probabilities, each class's fused logit
+splits exactly into a text part, an image part and a bias: `contributions()` gives
+that decomposition, which the explanations use to say "decided by the photo".
+A row with only one modality gets that model's probabilities unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EPS = 1e-6
+
+
+def _features(p_text: np.ndarray, p_image: np.ndarray) -> np.ndarray:
+    return np.hstack([np.log(p_text + EPS), np.log(p_image + EPS)])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class Fusion:
+    coef: np.ndarray | None = None  # (classes, 2 * classes): text block, then image block
+    intercept: np.ndarray | None = None  # (classes,)
+    C: float | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.coef is not None
+
+    def fit(self, p_text: np.ndarray, p_image: np.ndarray, y: np.ndarray, *, seed: int = 0) -> "Fusion":
+        """p_text, p_image: out-of-fold probabilities for rows that have both modalities."""
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+        num_classes = p_text.shape[1]
+        x = _features(p_text, p_image)
+        counts = np.bincount(y, minlength=num_classes)
+        folds = int(min(5, counts[counts > 0].min()))
+        if folds >= 2:
+            model = LogisticRegressionCV(Cs=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0], cv=folds, scoring="neg_log_loss",
+                                         max_iter=2000, random_state=seed)
+        else:  # a class with a single example: no CV possible, use a safe middle value
+            model = LogisticRegression(C=0.3, max_iter=2000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9 parameter renames
+            model.fit(x, y)
+        # sklearn drops classes absent from y; scatter back into the full label set.
+        self.coef = np.zeros((num_classes, 2 * num_classes))
+        self.intercept = np.full(num_classes, -30.0)
+        present = model.classes_.astype(int)
+        if len(present) == 2:  # binary sklearn models store one row: logit(c1) = w·x + b
+            self.coef[present[1]], self.intercept[present[1]] = model.coef_[0], model.intercept_[0]
+            self.intercept[present[0]] = 0.0
+        else:
+            self.coef[present], self.intercept[present] = model.coef_, model.intercept_
+        self.C = float(np.atleast_1d(model.C_)[0]) if hasattr(model, "C_") else float(model.C)
+        return self
+
+    def logits(self, p_text: np.ndarray, p_image: np.ndarray) -> np.ndarray:
+        return _features(p_text, p_image) @ self.coef.T + self.intercept
+
+    def contributions(self, p_text: np.ndarray, p_image: np.ndarray) -> dict[str, np.ndarray]:
+        """Exact split of each class's fused logit: text + image + bias == logits."""
+        n = p_text.shape[1]
+        return {
+            "text": np.log(p_text + EPS) @ self.coef[:, :n].T,
+            "image": np.log(p_image + EPS) @ self.coef[:, n:].T,
+            "bias": np.broadcast_to(self.intercept, (p_text.shape[0], n)).copy(),
+        }
+
+    def predict_proba(self, p_text: np.ndarray | None, p_image: np.ndarray | None,
+                      has_text: np.ndarray, has_image: np.ndarray) -> np.ndarray:
+        """Fused probabilities per row; rows missing a modality use the other one alone,
+        rows with neither get NaN (the caller reports them)."""
+        n_rows = len(has_text)
+        num_classes = (p_text if p_text is not None else p_image).shape[1]
+        out = np.full((n_rows, num_classes), np.nan, dtype="float64")
+        if p_text is not None:
+            out[has_text & ~has_image] = p_text[has_text & ~has_image]
+        if p_image is not None:
+            out[has_image & ~has_text] = p_image[has_image & ~has_text]
+        both = has_text & has_image
+        if both.any():
+            out[both] = _softmax(self.logits(p_text[both], p_image[both])) if self.fitted else p_text[both]
+        return out.astype("float32")
+
+    def save(self, path: str | Path) -> None:
+        data = {"kind": "stacked_logistic_regression", "C": self.C,
+                "coef": None if self.coef is None else self.coef.tolist(),
+                "intercept": None if self.intercept is None else self.intercept.tolist()}
+        Path(path).write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Fusion":
+        data = json.loads(Path(path).read_text())
+        if data["coef"] is None:
+            return cls()
+        return cls(np.array(data["coef"]), np.array(data["intercept"]), data.get("C"))

@@ -1,0 +1,98 @@
+"""The image classifier: a frozen pretrained backbone and a small head trained on its
+embeddings. Training only the head on cached embeddings is what makes retraining take
+seconds; the saved model still nests the backbone, so a bundle predicts from pixels
+with nothing else to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core.tf_setup import seed_everything  # noqa: I001  (must precede TensorFlow)
+import keras
+
+from core.backbones import DEFAULT_BACKBONE, IMAGE_SIZE, backbone_fingerprint, backbone_spec, build_backbone
+from core.embeddings import EmbeddingCache, embed_images
+
+
+def build_head(dim: int, num_classes: int, embeddings: np.ndarray, *, dropout: float = 0.3,
+               l2: float = 1e-3) -> keras.Model:
+    """Standardise (statistics from the training embeddings), dropout, softmax."""
+    norm = keras.layers.Normalization(name="standardize")
+    norm.adapt(embeddings)
+    inputs = keras.Input((dim,), name="embedding")
+    x = norm(inputs)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities",
+                                 kernel_regularizer=keras.regularizers.L2(l2))(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+class ImageModel:
+    """scikit-learn-like: fit on embeddings, predict_proba on embeddings or pixels."""
+
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, *, num_classes: int | None = None,
+                 weights: str | None = "imagenet", epochs: int = 60, batch_size: int = 32,
+                 learning_rate: float = 1e-3, seed: int = 0):
+        self.spec = backbone_spec(backbone)
+        self.num_classes = num_classes
+        self.weights = weights
+        self.epochs, self.batch_size, self.learning_rate, self.seed = epochs, batch_size, learning_rate, seed
+        self._backbone: keras.Model | None = None
+        self.head: keras.Model | None = None
+        self.history: dict[str, list[float]] = {}
+
+    @property
+    def backbone(self) -> keras.Model:
+        if self._backbone is None:
+            self._backbone = build_backbone(self.spec.name, weights=self.weights)
+        return self._backbone
+
+    @property
+    def cache_key(self) -> str:
+        """Embeddings are cached per backbone *and* its weights."""
+        return f"{self.spec.name}@{backbone_fingerprint(self.backbone)}"
+
+    def embed(self, paths: Sequence[Path | None], *, cache: EmbeddingCache | None = None,
+              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return embed_images(paths, self.backbone, self.cache_key, cache=cache, progress=progress)
+
+    def fit(self, embeddings: np.ndarray, y: np.ndarray, *, verbose: int = 0,
+            callbacks: list | None = None) -> "ImageModel":
+        seed_everything(self.seed)
+        y = np.asarray(y, dtype="int64")
+        self.num_classes = self.num_classes or int(y.max()) + 1
+        self.head = build_head(embeddings.shape[1], self.num_classes, embeddings)
+        self.head.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = self.head.fit(embeddings, y, epochs=self.epochs, batch_size=self.batch_size,
+                                shuffle=True, verbose=verbose, callbacks=callbacks or [])
+        self.history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        return self
+
+    def predict_proba_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        if len(embeddings) == 0:
+            return np.zeros((0, self.num_classes), dtype="float32")
+        return np.asarray(self.head(embeddings, training=False), dtype="float32")
+
+    def predict_proba_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """pixels: (n, 224, 224, 3) letterboxed raw RGB."""
+        return self.predict_proba_embeddings(np.asarray(self.backbone(pixels, training=False)))
+
+    def full_model(self) -> keras.Model:
+        """Pixels in, probabilities out, with the backbone nested as layer "backbone"."""
+        inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+        return keras.Model(inputs, self.head(self.backbone(inputs)), name="image_model")
+
+    def save(self, path: str | Path) -> None:
+        self.full_model().save(str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: str) -> "ImageModel":
+        full = keras.models.load_model(str(path))
+        self = cls(backbone, num_classes=int(full.output_shape[-1]))
+        self._backbone, self.head = full.get_layer("backbone"), full.get_layer("head")
+        return self

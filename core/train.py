@@ -1,0 +1,229 @@
+"""Train a bundle from a catalogue: text model, image head, and the fusion between them.
+
+The order matters for honest numbers:
+1. a validation split is held out first, grouped by de-duplicated text so that a
+   product listed twice never sits on both sides;
+2. on the training part, K-fold out-of-fold probabilities of both models train the
+   fusion (never in-sample probabilities, which are over-confident);
+3. the final text and image models are fit on the whole training part;
+4. the bundle's metrics are measured on the validation split it never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.backbones import DEFAULT_BACKBONE
+from core.bundle import new_version_id, package_versions
+from core.catalog import Catalogue, dedup_groups
+from core.errors import InputError
+from core.images import file_hash
+from core.metrics import classification_metrics
+from core.text_model import DEFAULT_TEXT_ARCH
+
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass
+class TrainConfig:
+    text_arch: str = DEFAULT_TEXT_ARCH
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = "imagenet"  # None: random backbone (tests)
+    folds: int = 5
+    val_fraction: float = 0.15
+    seed: int = 0
+    text_epochs: int | None = None
+    image_epochs: int = 60
+
+
+def _split(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
+    """Stratified, grouped folds; tolerant of classes smaller than n_splits."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
+        return list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(y, y, groups))
+
+
+def split_train_val(y: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if val_fraction <= 0:
+        return np.arange(len(y)), np.array([], dtype=int)
+    n_splits = max(2, round(1 / val_fraction))
+    train, val = _split(y, groups, n_splits, seed)[0]
+    return np.sort(train), np.sort(val)
+
+
+def data_fingerprint(texts, labels, image_paths) -> str:
+    digest = hashlib.sha256()
+    for t, l, p in zip(texts, labels, image_paths):
+        h = file_hash(p) if p is not None and Path(p).is_file() else ""
+        digest.update(json.dumps([t, l, h]).encode())
+    return digest.hexdigest()[:16]
+
+
+class Trainer:
+    """Fits all parts of a bundle and returns a ready Classifier."""
+
+    def __init__(self, config: TrainConfig | None = None, *, verbose: bool = True,
+                 on_progress: ProgressFn | None = None, log: Callable[[str], None] | None = None):
+        self.config = config or TrainConfig()
+        self.verbose = verbose
+        self.on_progress = on_progress or (lambda stage, fraction: None)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if verbose else None)
+
+    def _text_model(self, num_classes: int):
+        from core.text_model import TextModel
+
+        return TextModel(self.config.text_arch, num_classes=num_classes, epochs=self.config.text_epochs,
+                         seed=self.config.seed)
+
+    def _image_model(self, num_classes: int):
+        from core.image_model import ImageModel
+
+        return ImageModel(self.config.backbone, num_classes=num_classes, weights=self.config.weights,
+                          epochs=self.config.image_epochs, seed=self.config.seed)
+
+    def fit(self, catalogue: Catalogue):
+        from core.classifier import Classifier
+        from core.fusion import Fusion
+
+        cfg, started = self.config, time.time()
+        keep = np.flatnonzero(catalogue.trainable_mask())
+        texts = [catalogue.texts[i] for i in keep]
+        labels_raw = [catalogue.labels[i] for i in keep]
+        paths = [catalogue.image_paths[i] for i in keep]
+        labels = sorted(set(labels_raw))
+        if len(labels) < 2:
+            raise InputError(f"{catalogue.source}: training needs at least two classes with usable rows")
+        y = np.array([labels.index(l) for l in labels_raw])
+        has_text = np.array([bool(t.strip()) for t in texts])
+        self.log(f"training on {len(keep)} rows, {len(labels)} classes")
+
+        # 1. images -> cached embeddings (the slow part on a first run only)
+        image_model = None
+        emb, has_image = np.zeros((len(keep), 0), "float32"), np.zeros(len(keep), bool)
+        if any(p is not None for p in paths):
+            self.on_progress("image embeddings", 0.0)
+            image_model = self._image_model(len(labels))
+            emb, has_image = image_model.embed(paths, progress=self.verbose)
+            self.log(f"image embeddings: {int(has_image.sum())} images ({image_model.spec.name})")
+            if has_image.sum() < 2 or len(set(y[has_image])) < 2:
+                image_model, has_image = None, np.zeros(len(keep), bool)
+        if not has_text.any():
+            has_text[:] = False
+        use_text = has_text.sum() >= 2 and len(set(y[has_text])) >= 2
+
+        # 2. validation split, grouped by duplicate text
+        train, val = split_train_val(y, dedup_groups(texts), cfg.val_fraction, cfg.seed)
+        self.log(f"split: {len(train)} train, {len(val)} validation rows")
+
+        # 3. out-of-fold probabilities -> fusion (only needed when both modalities exist)
+        fusion = Fusion()
+        both_train = train[has_text[train] & has_image[train]]
+        if use_text and image_model is not None and len(both_train) >= 2 * cfg.folds:
+            oof_text, oof_image = self._out_of_fold(texts, emb, y, train, has_text, has_image, len(labels))
+            fusion.fit(oof_text[both_train], oof_image[both_train], y[both_train], seed=cfg.seed)
+            self.log(f"fusion fitted on {len(both_train)} out-of-fold rows (C={fusion.C})")
+
+        # 4. final models on the whole training part
+        self.on_progress("text model", 0.6)
+        text_model = None
+        rows = train[has_text[train]]
+        if use_text:
+            self.log(f"text model ({cfg.text_arch}) on {len(rows)} rows")
+            text_model = self._text_model(len(labels)).fit([texts[i] for i in rows], y[rows],
+                                                           verbose=1 if self.verbose else 0)
+        if image_model is not None:
+            rows = train[has_image[train]]
+            self.on_progress("image model", 0.85)
+            self.log(f"image head on {len(rows)} rows")
+            image_model.fit(emb[rows], y[rows])
+
+        classifier = Classifier(labels, text_model, image_model, fusion)
+        metrics = self._validate(classifier, texts, paths, y, val, has_text, has_image, emb) if len(val) else {}
+        classifier.metadata = self._metadata(catalogue, labels, y, train, val, has_text, has_image, metrics,
+                                             fusion, time.time() - started, texts, labels_raw, paths)
+        self.on_progress("done", 1.0)
+        return classifier
+
+    def _out_of_fold(self, texts, emb, y, train, has_text, has_image, num_classes):
+        cfg = self.config
+        oof_text = np.zeros((len(y), num_classes), "float32")
+        oof_image = np.zeros((len(y), num_classes), "float32")
+        folds = _split(y[train], dedup_groups([texts[i] for i in train]), cfg.folds, cfg.seed + 1)
+        iterator = folds
+        if self.verbose:
+            from tqdm import tqdm
+
+            iterator = tqdm(folds, desc="out-of-fold models", unit="fold", file=sys.stderr)
+        for k, (fit_idx, pred_idx) in enumerate(iterator):
+            self.on_progress("out-of-fold models", 0.1 + 0.5 * k / len(folds))
+            fit_rows, pred_rows = train[fit_idx], train[pred_idx]
+            t_fit, t_pred = fit_rows[has_text[fit_rows]], pred_rows[has_text[pred_rows]]
+            if len(t_pred):
+                model = self._text_model(num_classes).fit([texts[i] for i in t_fit], y[t_fit])
+                oof_text[t_pred] = model.predict_proba([texts[i] for i in t_pred])
+            i_fit, i_pred = fit_rows[has_image[fit_rows]], pred_rows[has_image[pred_rows]]
+            if len(i_pred):
+                model = self._image_model(num_classes).fit(emb[i_fit], y[i_fit])
+                oof_image[i_pred] = model.predict_proba_embeddings(emb[i_pred])
+        return oof_text, oof_image
+
+    def _validate(self, classifier, texts, paths, y, val, has_text, has_image, emb) -> dict:
+        p_text, ht = classifier._text_probs([texts[i] for i in val])
+        p_image = np.zeros_like(p_text)
+        hi = has_image[val].copy()
+        if classifier.image_model is not None and hi.any():
+            p_image[hi] = classifier.image_model.predict_proba_embeddings(emb[val][hi])
+        fused = classifier._fuse(p_text, ht, p_image, hi)
+        return evaluation_metrics(classifier.labels, [classifier.labels[i] for i in y[val]],
+                                  fused, p_text, ht, p_image, hi)
+
+    def _metadata(self, catalogue, labels, y, train, val, has_text, has_image, metrics, fusion, seconds,
+                  texts, labels_raw, paths) -> dict:
+        cfg = self.config
+        return {
+            "format": 1,
+            "version": new_version_id(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data_fingerprint": data_fingerprint(texts, labels_raw, paths),
+            "source": {"path": str(catalogue.source), "text_cols": catalogue.text_cols,
+                       "label_col": catalogue.label_col, "label_level": catalogue.label_level,
+                       "image_col": catalogue.image_col},
+            "rows": {"catalogue": len(catalogue), "used": len(y), "train": len(train), "validation": len(val),
+                     "with_text": int(has_text.sum()), "with_image": int(has_image.sum()),
+                     "per_class": {l: int(n) for l, n in zip(labels, np.bincount(y, minlength=len(labels)))},
+                     "per_class_train": {l: int(n) for l, n in
+                                         zip(labels, np.bincount(y[train], minlength=len(labels)))}},
+            "metrics": {"validation": metrics},
+            "text_arch": cfg.text_arch,
+            "backbone": cfg.backbone,
+            "fusion": {"kind": "stacked_logistic_regression" if fusion.fitted else "single_modality",
+                       "C": fusion.C},
+            "config": asdict(cfg),
+            "train_seconds": round(seconds, 1),
+            "packages": package_versions(),
+        }
+
+
+def evaluation_metrics(labels, y_true, fused, p_text, has_text, p_image, has_image) -> dict:
+    """Metrics for fused, text-only and image-only predictions; each over the rows
+    where that prediction exists (so the numbers say how many rows they cover)."""
+    def metrics(probs, mask):
+        idx = np.flatnonzero(mask)
+        return classification_metrics([y_true[i] for i in idx], [labels[int(np.argmax(probs[i]))] for i in idx], labels)
+
+    fused_mask = has_text | has_image
+    return {"fused": metrics(fused, fused_mask), "text": metrics(p_text, has_text),
+            "image": metrics(p_image, has_image),
+            "rows": {"total": len(y_true), "unusable": int((~fused_mask).sum())}}
