@@ -92,7 +92,7 @@ def bench_flipkart(folds: int = 5) -> dict:
     has_text, has_image = np.zeros(n, bool), np.zeros(n, bool)
     class_names = sorted(set(labels))
     for train, test in _split(y, dedup_groups(texts), folds, SEED):
-        sub = _subset(catalogue, train)
+        sub = catalogue.subset(train)
         clf = Trainer(TrainConfig(val_fraction=0.0, seed=SEED), verbose=False).fit(sub)
         assert clf.labels == class_names
         result = clf.predict_batch([texts[i] for i in test], [paths[i] for i in test])
@@ -102,18 +102,6 @@ def bench_flipkart(folds: int = 5) -> dict:
     out.update({k: _summary(metrics[k]) for k in ("fused", "text", "image")})
     out["fused_per_class_f1"] = metrics["fused"]["per_class_f1"]
     return out
-
-
-def _subset(catalogue, rows):
-    """A Catalogue restricted to `rows` (same mapping), for cross-validation."""
-    import copy
-
-    sub = copy.copy(catalogue)
-    for name in ("texts", "labels", "image_paths", "usable"):
-        values = getattr(catalogue, name)
-        setattr(sub, name, [values[i] for i in rows])
-    sub.frame = catalogue.frame.iloc[list(rows)].reset_index(drop=True)
-    return sub
 
 
 def bench_latency(model_dir: Path, texts, paths, warmup: int = 5, runs: int = 40) -> dict:
@@ -164,7 +152,7 @@ def _text_benchmark(name: str, csv: Path, text_col: str, label_col: str) -> dict
            "protocol": "80/20 split grouped by de-duplicated text; test = every row of the held-out titles"}
     y_test = [labels[i] for i in test]
 
-    sub = _subset(catalogue, keep[train])
+    sub = catalogue.subset(keep[train])
     t = time.perf_counter()
     clf = Trainer(TrainConfig(val_fraction=0.0, seed=SEED), verbose=False).fit(sub)
     out["train_seconds"] = round(time.perf_counter() - t, 1)

@@ -19,7 +19,7 @@ import keras
 from keras import layers
 
 IMAGE_SIZE = 224
-DEFAULT_BACKBONE = "efficientnet_lite0"
+from core.model_options import BACKBONE_NAMES, DEFAULT_BACKBONE  # noqa: E402, F401  (re-exported)
 # Caffe-style models (VGG16, ResNet50) want BGR minus the ImageNet mean.
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
 
@@ -79,6 +79,9 @@ BACKBONES: dict[str, tuple[BackboneSpec, Callable[[str | None], keras.Model]]] =
     "vgg16": (BackboneSpec("vgg16", "block5_conv3", 512), _vgg16),
     "resnet50": (BackboneSpec("resnet50", "conv5_block3_out", 2048), _resnet50),
 }
+
+
+assert tuple(BACKBONES) == BACKBONE_NAMES  # the CLI lists names without importing this module
 
 
 def backbone_spec(name: str) -> BackboneSpec:

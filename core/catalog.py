@@ -23,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -448,6 +448,19 @@ class Catalogue:
     def usable_mask(self) -> np.ndarray:
         """Boolean mask of rows with text or a usable image (what prediction uses)."""
         return np.array(self.usable, dtype=bool)
+
+    def subset(self, rows: Sequence[int]) -> "Catalogue":
+        """The same catalogue restricted to `rows` (in that order), for splits and
+        cross-validation; the import report still describes the whole file."""
+        rows = [int(i) for i in rows]
+        return replace(
+            self,
+            frame=self.frame.iloc[rows].reset_index(drop=True),
+            texts=[self.texts[i] for i in rows],
+            labels=[self.labels[i] for i in rows],
+            image_paths=[self.image_paths[i] for i in rows],
+            usable=[self.usable[i] for i in rows],
+        )
 
 
 def dedup_groups(texts: Sequence[str]) -> np.ndarray:

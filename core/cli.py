@@ -41,8 +41,7 @@ def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.backbones import BACKBONES, DEFAULT_BACKBONE
-    from core.text_model import DEFAULT_TEXT_ARCH, TEXT_ARCHS
+    from core.model_options import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH, TEXT_ARCHS
 
     parser = argparse.ArgumentParser(prog="python -m core", description="Catalog Studio engine")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -52,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mapping(p, label=True)
     p.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
     p.add_argument("--text-arch", choices=TEXT_ARCHS, default=DEFAULT_TEXT_ARCH)
-    p.add_argument("--backbone", choices=list(BACKBONES), default=DEFAULT_BACKBONE)
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
     p.add_argument("--no-pretrained", action="store_true",
                    help="random backbone weights (offline tests of keras.applications backbones)")
     p.add_argument("--folds", type=int, default=5, help="folds for the fusion's out-of-fold data")

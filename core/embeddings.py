@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from contextlib import closing
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -57,14 +57,14 @@ def load_model_input(path: str | Path, *, flip: bool = False) -> np.ndarray:
 
 
 def embed_images(
-    paths: Sequence[Path | None], backbone, backbone_key: str, *, batch_size: int = 32,
-    cache: EmbeddingCache | None = None, flip: bool = False, progress: bool = False,
+    paths: Sequence[Path | None], encode: Callable[[np.ndarray], np.ndarray], dim: int, backbone_key: str, *,
+    batch_size: int = 32, cache: EmbeddingCache | None = None, flip: bool = False, progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings for each path (zeros where there is no usable image) and a mask of
-    which rows have one. Unreadable images count as absent rather than failing a run:
-    catalogue import has already reported them."""
+    which rows have one. `encode` maps a (n, 224, 224, 3) batch to (n, dim).
+    Unreadable images count as absent rather than failing a run: catalogue import
+    has already reported them."""
     cache = cache or EmbeddingCache()
-    dim = int(backbone.output_shape[-1])
     out = np.zeros((len(paths), dim), dtype="float32")
     present = np.zeros(len(paths), dtype=bool)
     keys: dict[int, str] = {}
@@ -91,7 +91,7 @@ def embed_images(
             except Exception:  # noqa: BLE001 - an unreadable image is an absent image
                 continue
         if batch:
-            vectors = np.asarray(backbone(np.stack(batch), training=False), dtype="float32")
+            vectors = np.asarray(encode(np.stack(batch)), dtype="float32")
             out[rows], present[rows] = vectors, True
             cache.put_many({keys[i]: v for i, v in zip(rows, vectors)})
         if bar is not None:

@@ -1,12 +1,17 @@
 """Learned fusion of the text and image models.
 
 A plain average of the two models' probabilities scores *below* the text model alone
-on Flipkart: the image model is weaker and its confusions differ. So the fusion is a
-multinomial logistic regression stacked on the log-probabilities of both models,
-fitted on out-of-fold predictions (never on probabilities a model made for its own
-training rows, which would be over-confident).
+on Flipkart: the image model is weaker and its confusions overlap the text model's.
+So the fusion is learned from out-of-fold predictions (never from probabilities a
+model made for its own training rows, which are over-confident), choosing by
+cross-validated log-loss between two stackers over both models' log-probabilities:
 
-Because it is linear in the two models' log-probabilities, each class's fused logit
+- "pool": a weighted log-linear pool, a * log p_text + b * log p_image + bias per
+  class (2 + classes parameters: robust when the image model adds little);
+- "stacked_logistic_regression": a full multinomial logistic regression (it can learn
+  that the photo is trustworthy for some classes and the text for others).
+
+Both are linear in the two models' log-probabilities, so each class's fused logit
 splits exactly into a text part, an image part and a bias: `contributions()` gives
 that decomposition, which the explanations use to say "decided by the photo".
 A row with only one modality gets that model's probabilities unchanged.
@@ -34,11 +39,63 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _fit_pool(p_text, p_image, y, num_classes: int, seed: int):
+    """a * log p_text + b * log p_image + bias: maximum likelihood, small L2 on the biases."""
+    from scipy.optimize import minimize
+
+    lt, li = np.log(p_text + EPS), np.log(p_image + EPS)
+    rows = np.arange(len(y))
+
+    def loss(w):
+        z = w[0] * lt + w[1] * li + w[2:]
+        z = z - z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        p = np.exp(z - log_norm[:, None])
+        onehot = np.zeros_like(p)
+        onehot[rows, y] = 1.0
+        g = (p - onehot) / len(y)
+        grad = np.r_[(g * lt).sum(), (g * li).sum(), g.sum(axis=0) + 2e-3 * w[2:]]
+        return -(z[rows, y] - log_norm).mean() + 1e-3 * (w[2:] ** 2).sum(), grad
+
+    w = minimize(loss, np.r_[1.0, 0.5, np.zeros(num_classes)], jac=True, method="L-BFGS-B").x
+    eye = np.eye(num_classes)
+    return np.hstack([w[0] * eye, w[1] * eye]), w[2:].copy(), None
+
+
+def _fit_logistic(p_text, p_image, y, num_classes: int, seed: int):
+    """Multinomial logistic regression on both log-probability vectors, C by inner CV."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+    x = _features(p_text, p_image)
+    counts = np.bincount(y, minlength=num_classes)
+    folds = int(min(5, counts[counts > 0].min()))
+    if folds >= 2:
+        model = LogisticRegressionCV(Cs=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0], cv=folds, scoring="neg_log_loss",
+                                     max_iter=2000, random_state=seed)
+    else:  # a class with a single example: no CV possible, use a safe middle value
+        model = LogisticRegression(C=0.3, max_iter=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9 parameter renames
+        model.fit(x, y)
+    # sklearn drops classes absent from y; scatter back into the full label set.
+    coef = np.zeros((num_classes, 2 * num_classes))
+    intercept = np.full(num_classes, -30.0)
+    present = model.classes_.astype(int)
+    if len(present) == 2:  # binary sklearn models store one row: logit(c1) = w·x + b
+        coef[present[1]], intercept[present[1]] = model.coef_[0], model.intercept_[0]
+        intercept[present[0]] = 0.0
+    else:
+        coef[present], intercept[present] = model.coef_, model.intercept_
+    C = float(np.atleast_1d(model.C_)[0]) if hasattr(model, "C_") else float(model.C)
+    return coef, intercept, C
+
+
 @dataclass
 class Fusion:
     coef: np.ndarray | None = None  # (classes, 2 * classes): text block, then image block
     intercept: np.ndarray | None = None  # (classes,)
-    C: float | None = None
+    C: float | None = None  # regularisation of the logistic regression, if that was chosen
+    kind: str | None = None
 
     @property
     def fitted(self) -> bool:
@@ -46,30 +103,24 @@ class Fusion:
 
     def fit(self, p_text: np.ndarray, p_image: np.ndarray, y: np.ndarray, *, seed: int = 0) -> "Fusion":
         """p_text, p_image: out-of-fold probabilities for rows that have both modalities."""
-        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
 
         num_classes = p_text.shape[1]
-        x = _features(p_text, p_image)
         counts = np.bincount(y, minlength=num_classes)
         folds = int(min(5, counts[counts > 0].min()))
-        if folds >= 2:
-            model = LogisticRegressionCV(Cs=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0], cv=folds, scoring="neg_log_loss",
-                                         max_iter=2000, random_state=seed)
-        else:  # a class with a single example: no CV possible, use a safe middle value
-            model = LogisticRegression(C=0.3, max_iter=2000)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9 parameter renames
-            model.fit(x, y)
-        # sklearn drops classes absent from y; scatter back into the full label set.
-        self.coef = np.zeros((num_classes, 2 * num_classes))
-        self.intercept = np.full(num_classes, -30.0)
-        present = model.classes_.astype(int)
-        if len(present) == 2:  # binary sklearn models store one row: logit(c1) = w·x + b
-            self.coef[present[1]], self.intercept[present[1]] = model.coef_[0], model.intercept_[0]
-            self.intercept[present[0]] = 0.0
+        candidates = {"pool": _fit_pool, "stacked_logistic_regression": _fit_logistic}
+        if folds >= 2:  # pick the stacker by cross-validated log-loss
+            losses = dict.fromkeys(candidates, 0.0)
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            for fit_idx, test_idx in splitter.split(p_text, y):
+                for kind, fit in candidates.items():
+                    coef, intercept, _ = fit(p_text[fit_idx], p_image[fit_idx], y[fit_idx], num_classes, seed)
+                    probs = _softmax(_features(p_text[test_idx], p_image[test_idx]) @ coef.T + intercept)
+                    losses[kind] -= np.log(probs[np.arange(len(test_idx)), y[test_idx]] + 1e-12).sum()
+            self.kind = min(losses, key=losses.get)
         else:
-            self.coef[present], self.intercept[present] = model.coef_, model.intercept_
-        self.C = float(np.atleast_1d(model.C_)[0]) if hasattr(model, "C_") else float(model.C)
+            self.kind = "pool"
+        self.coef, self.intercept, self.C = candidates[self.kind](p_text, p_image, y, num_classes, seed)
         return self
 
     def logits(self, p_text: np.ndarray, p_image: np.ndarray) -> np.ndarray:
@@ -101,7 +152,7 @@ class Fusion:
         return out.astype("float32")
 
     def save(self, path: str | Path) -> None:
-        data = {"kind": "stacked_logistic_regression", "C": self.C,
+        data = {"kind": self.kind, "C": self.C,
                 "coef": None if self.coef is None else self.coef.tolist(),
                 "intercept": None if self.intercept is None else self.intercept.tolist()}
         Path(path).write_text(json.dumps(data))
@@ -111,4 +162,4 @@ class Fusion:
         data = json.loads(Path(path).read_text())
         if data["coef"] is None:
             return cls()
-        return cls(np.array(data["coef"]), np.array(data["intercept"]), data.get("C"))
+        return cls(np.array(data["coef"]), np.array(data["intercept"]), data.get("C"), data.get("kind"))

@@ -21,8 +21,7 @@ from core.tf_setup import seed_everything  # noqa: I001  (must precede TensorFlo
 import keras
 import tensorflow as tf
 
-TEXT_ARCHS = ("tfidf", "bilstm")
-DEFAULT_TEXT_ARCH = "tfidf"
+from core.model_options import DEFAULT_TEXT_ARCH, TEXT_ARCHS  # noqa: F401  (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="catalog_studio")
@@ -61,61 +60,102 @@ def _as_input(texts: Sequence[str]) -> tf.Tensor:
     return tf.constant([str(t) for t in texts], dtype=tf.string)[:, None]
 
 
-def _tfidf_branch(inputs, texts: tf.Tensor, *, split: str, ngrams, max_tokens: int):
-    vectorizer = keras.layers.TextVectorization(
-        max_tokens=max_tokens, split=split, ngrams=ngrams, output_mode="count", sparse=True
-    )
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(texts[:, 0]).batch(1024))
-    vocab_size = vectorizer.vocabulary_size()
-    counts = vectorizer(texts)
-    doc_freq = np.bincount(counts.indices[:, 1].numpy(), minlength=vocab_size)
-    n = int(texts.shape[0])
-    tfidf = SublinearTfidf(vocab_size)
-    tfidf.idf.assign((np.log((1 + n) / (1 + doc_freq)) + 1).astype("float32"))
-    return tfidf(vectorizer(inputs))
+class TfidfFeaturizer:
+    """Vocabularies and idf of the two n-gram branches. Fitted once, it turns texts
+    into sparse features a single time, so each training epoch (and each fold of the
+    out-of-fold fits) is a cheap sparse matrix product rather than string processing."""
+
+    def __init__(self, max_word_tokens: int = 60_000, max_char_tokens: int = 120_000):
+        self.branches = [
+            keras.layers.TextVectorization(max_tokens=max_word_tokens, split="whitespace", ngrams=2,
+                                           output_mode="count", sparse=True),
+            keras.layers.TextVectorization(max_tokens=max_char_tokens, split="character",
+                                           ngrams=(2, 3, 4, 5), output_mode="count", sparse=True),
+        ]
+        self.tfidf: list[SublinearTfidf] = []
+
+    def fit(self, texts: Sequence[str]) -> "TfidfFeaturizer":
+        x = _as_input(texts)
+        for vectorizer in self.branches:
+            vectorizer.adapt(tf.data.Dataset.from_tensor_slices(x[:, 0]).batch(1024))
+            vocab_size = vectorizer.vocabulary_size()
+            doc_freq = np.zeros(vocab_size)
+            for start in range(0, len(texts), 2048):
+                counts = vectorizer(x[start:start + 2048])
+                doc_freq += np.bincount(counts.indices[:, 1].numpy(), minlength=vocab_size)
+            layer = SublinearTfidf(vocab_size)
+            layer.idf.assign((np.log((1 + len(texts)) / (1 + doc_freq)) + 1).astype("float32"))
+            self.tfidf.append(layer)
+        return self
+
+    @property
+    def dims(self) -> list[int]:
+        return [layer.vocab_size for layer in self.tfidf]
+
+    def transform(self, texts: Sequence[str]):
+        """One scipy CSR matrix per branch (rows are L2-normalised TF-IDF)."""
+        from scipy import sparse
+
+        out = []
+        for vectorizer, tfidf in zip(self.branches, self.tfidf):
+            parts = []
+            for start in range(0, len(texts), 2048):
+                x = tfidf(vectorizer(_as_input(texts[start:start + 2048])))
+                idx = x.indices.numpy()
+                parts.append(sparse.csr_matrix((x.values.numpy(), (idx[:, 0], idx[:, 1])),
+                                               shape=tuple(x.dense_shape.numpy())))
+            out.append(sparse.vstack(parts).tocsr() if parts else sparse.csr_matrix((0, tfidf.vocab_size)))
+        return out
+
+    def __call__(self, inputs):
+        """Symbolic: string input -> the branches' sparse features (for the saved model)."""
+        return [tfidf(vectorizer(inputs)) for vectorizer, tfidf in zip(self.branches, self.tfidf)]
 
 
-def build_tfidf_model(
-    texts: tf.Tensor, num_classes: int, *, hidden: int = 0,
-    max_word_tokens: int = 60_000, max_char_tokens: int = 120_000, dropout: float = 0.3,
-) -> keras.Model:
-    """Vocabularies and idf are fitted on ``texts`` here; the head is trained later."""
-    inputs = keras.Input(shape=(1,), dtype="string", name="text")
-    words = _tfidf_branch(inputs, texts, split="whitespace", ngrams=2, max_tokens=max_word_tokens)
-    chars = _tfidf_branch(inputs, texts, split="character", ngrams=(2, 3, 4, 5), max_tokens=max_char_tokens)
-    # Two dense layers added == one dense layer over the concatenation, and it keeps
-    # both branches sparse (Concatenate would densify).
+def _to_tf_sparse(matrix) -> tf.SparseTensor:
+    coo = matrix.tocoo()
+    indices = np.stack([coo.row, coo.col], axis=1).astype("int64")
+    return tf.sparse.reorder(tf.SparseTensor(indices, coo.data.astype("float32"), coo.shape))
+
+
+def build_tfidf_head(dims: Sequence[int], num_classes: int, *, hidden: int = 0, dropout: float = 0.3,
+                     l2: float = 0.0) -> keras.Model:
+    """Sparse TF-IDF branches in, probabilities out. Two dense layers added == one
+    dense layer over the concatenation, and it keeps both branches sparse."""
+    inputs = [keras.Input((d,), sparse=True, name=f"tfidf_{i}") for i, d in enumerate(dims)]
     width = hidden or num_classes
-    x = keras.layers.Add()([keras.layers.Dense(width)(words), keras.layers.Dense(width, use_bias=False)(chars)])
+    reg = keras.regularizers.L2(l2) if l2 else None
+    x = keras.layers.Add()([keras.layers.Dense(width, use_bias=i == 0, kernel_regularizer=reg)(inp)
+                            for i, inp in enumerate(inputs)])
     if hidden:
         x = keras.layers.ReLU()(x)
         x = keras.layers.Dropout(dropout)(x)
         x = keras.layers.Dense(num_classes)(x)
-    outputs = keras.layers.Softmax(name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="text_tfidf")
+    return keras.Model(inputs, keras.layers.Softmax(name="probabilities")(x), name="head")
 
 
-def build_bilstm_model(
-    texts: tf.Tensor, num_classes: int, *, max_tokens: int = 30_000, embed_dim: int = 96,
-    units: int = 64, dropout: float = 0.3,
-) -> keras.Model:
-    lengths = np.array([len(t.split()) for t in texts[:, 0].numpy().astype(str)])
-    seq_len = int(min(200, max(8, np.percentile(lengths, 95))))
-    vectorizer = keras.layers.TextVectorization(max_tokens=max_tokens, output_sequence_length=seq_len)
-    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(texts[:, 0]).batch(1024))
-    inputs = keras.Input(shape=(1,), dtype="string", name="text")
-    x = vectorizer(inputs)
-    x = keras.layers.Embedding(vectorizer.vocabulary_size(), embed_dim, mask_zero=True)(x)
+def build_bilstm_head(vocab_size: int, num_classes: int, *, embed_dim: int = 96, units: int = 64,
+                      dropout: float = 0.3) -> keras.Model:
+    inputs = keras.Input((None,), dtype="int64", name="tokens")
+    x = keras.layers.Embedding(vocab_size, embed_dim, mask_zero=True)(inputs)
     x = keras.layers.Bidirectional(keras.layers.LSTM(units))(x)
     x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="text_bilstm")
+    return keras.Model(inputs, outputs, name="head")
+
+
+def bilstm_vectorizer(texts: Sequence[str], max_tokens: int = 30_000) -> keras.layers.TextVectorization:
+    lengths = np.array([len(str(t).split()) for t in texts])
+    seq_len = int(min(200, max(8, np.percentile(lengths, 95))))
+    vectorizer = keras.layers.TextVectorization(max_tokens=max_tokens, output_sequence_length=seq_len)
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(_as_input(texts)[:, 0]).batch(1024))
+    return vectorizer
 
 
 # Per-architecture training defaults, picked on the benchmark (bench/run_bench.py).
 _TRAINING = {
-    "tfidf": {"epochs": 12, "batch_size": 32, "learning_rate": 5e-3},
-    "bilstm": {"epochs": 8, "batch_size": 32, "learning_rate": 2e-3},
+    "tfidf": {"epochs": 12, "batch_size": 32, "learning_rate": 5e-3, "min_steps": 1200},
+    "bilstm": {"epochs": 8, "batch_size": 32, "learning_rate": 2e-3, "min_steps": 400},
 }
 
 
@@ -131,7 +171,9 @@ class TextModel:
         defaults = _TRAINING[arch]
         self.arch = arch
         self.num_classes = num_classes
+        self._epochs_given = epochs is not None
         self.epochs = epochs or defaults["epochs"]
+        self.min_steps = defaults["min_steps"]
         self.batch_size = batch_size or defaults["batch_size"]
         self.learning_rate = learning_rate or defaults["learning_rate"]
         self.hidden = hidden
@@ -141,26 +183,41 @@ class TextModel:
         self.history: dict[str, list[float]] = {}
 
     def fit(self, texts: Sequence[str], y: np.ndarray, *, verbose: int = 0,
-            callbacks: list | None = None) -> "TextModel":
+            callbacks: list | None = None, featurizer: "TfidfFeaturizer | None" = None,
+            features=None) -> "TextModel":
+        """`featurizer` (already fitted, e.g. on all training texts) and `features`
+        (its transform of `texts`) let out-of-fold fits skip the string work."""
         seed_everything(self.seed)
         y = np.asarray(y, dtype="int64")
         self.num_classes = self.num_classes or int(y.max()) + 1
-        x = _as_input(texts)
+        inputs = keras.Input(shape=(1,), dtype="string", name="text")
         if self.arch == "tfidf":
-            self.model = build_tfidf_model(x, self.num_classes, hidden=self.hidden)
+            featurizer = featurizer or TfidfFeaturizer().fit(texts)
+            features = features if features is not None else featurizer.transform(texts)
+            head = build_tfidf_head(featurizer.dims, self.num_classes, hidden=self.hidden)
+            x = [_to_tf_sparse(m) for m in features]
+            outputs = head(featurizer(inputs))
         else:
-            self.model = build_bilstm_model(x, self.num_classes)
-        self.model.compile(
-            optimizer=keras.optimizers.Adam(self.learning_rate),
-            loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-        )
-        history = self.model.fit(
-            x, y, epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
+            vectorizer = bilstm_vectorizer(texts)
+            head = build_bilstm_head(vectorizer.vocabulary_size(), self.num_classes)
+            x = np.asarray(vectorizer(_as_input(texts)))
+            outputs = head(vectorizer(inputs))
+        head.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = head.fit(
+            x, y, epochs=self.epochs_for(len(y)), batch_size=self.batch_size, shuffle=True,
             class_weight=_class_weights(y, self.num_classes) if self.class_weight == "balanced" else None,
             verbose=verbose, callbacks=callbacks or [],
         )
         self.history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        self.model = keras.Model(inputs, outputs, name=f"text_{self.arch}")
         return self
+
+    def epochs_for(self, n: int) -> int:
+        """Small catalogues need more passes to converge: at least `min_steps` updates."""
+        if self._epochs_given:
+            return self.epochs
+        return max(self.epochs, min(80, math.ceil(self.min_steps / steps_per_epoch(n, self.batch_size))))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         if self.model is None:

@@ -23,13 +23,12 @@ from typing import Callable
 
 import numpy as np
 
-from core.backbones import DEFAULT_BACKBONE
 from core.bundle import new_version_id, package_versions
 from core.catalog import Catalogue, dedup_groups
 from core.errors import InputError
 from core.images import file_hash
 from core.metrics import classification_metrics
-from core.text_model import DEFAULT_TEXT_ARCH
+from core.model_options import DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH
 
 ProgressFn = Callable[[str, float], None]
 
@@ -112,42 +111,53 @@ class Trainer:
         # 1. images -> cached embeddings (the slow part on a first run only)
         image_model = None
         emb, has_image = np.zeros((len(keep), 0), "float32"), np.zeros(len(keep), bool)
+        emb_flip = emb
         if any(p is not None for p in paths):
             self.on_progress("image embeddings", 0.0)
             image_model = self._image_model(len(labels))
             emb, has_image = image_model.embed(paths, progress=self.verbose)
+            emb_flip, _ = image_model.embed(paths, flip=True, progress=self.verbose)
             self.log(f"image embeddings: {int(has_image.sum())} images ({image_model.spec.name})")
             if has_image.sum() < 2 or len(set(y[has_image])) < 2:
                 image_model, has_image = None, np.zeros(len(keep), bool)
-        if not has_text.any():
-            has_text[:] = False
         use_text = has_text.sum() >= 2 and len(set(y[has_text])) >= 2
 
         # 2. validation split, grouped by duplicate text
         train, val = split_train_val(y, dedup_groups(texts), cfg.val_fraction, cfg.seed)
         self.log(f"split: {len(train)} train, {len(val)} validation rows")
 
+        # TF-IDF vocabularies are fitted once on all training texts (no labels involved),
+        # so the out-of-fold and final text models only train heads on one sparse matrix.
+        text_rows = train[has_text[train]]
+        featurizer = features = None
+        if use_text and cfg.text_arch == "tfidf":
+            from core.text_model import TfidfFeaturizer
+
+            featurizer = TfidfFeaturizer().fit([texts[i] for i in text_rows])
+            features = featurizer.transform([texts[i] for i in text_rows])
+
         # 3. out-of-fold probabilities -> fusion (only needed when both modalities exist)
         fusion = Fusion()
         both_train = train[has_text[train] & has_image[train]]
         if use_text and image_model is not None and len(both_train) >= 2 * cfg.folds:
-            oof_text, oof_image = self._out_of_fold(texts, emb, y, train, has_text, has_image, len(labels))
+            oof_text, oof_image = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image,
+                                                    len(labels), featurizer, features)
             fusion.fit(oof_text[both_train], oof_image[both_train], y[both_train], seed=cfg.seed)
             self.log(f"fusion fitted on {len(both_train)} out-of-fold rows (C={fusion.C})")
 
         # 4. final models on the whole training part
         self.on_progress("text model", 0.6)
         text_model = None
-        rows = train[has_text[train]]
         if use_text:
-            self.log(f"text model ({cfg.text_arch}) on {len(rows)} rows")
-            text_model = self._text_model(len(labels)).fit([texts[i] for i in rows], y[rows],
-                                                           verbose=1 if self.verbose else 0)
+            self.log(f"text model ({cfg.text_arch}) on {len(text_rows)} rows")
+            text_model = self._text_model(len(labels)).fit(
+                [texts[i] for i in text_rows], y[text_rows], featurizer=featurizer, features=features,
+                verbose=1 if self.verbose else 0)
         if image_model is not None:
             rows = train[has_image[train]]
             self.on_progress("image model", 0.85)
             self.log(f"image head on {len(rows)} rows")
-            image_model.fit(emb[rows], y[rows])
+            image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows])
 
         classifier = Classifier(labels, text_model, image_model, fusion)
         metrics = self._validate(classifier, texts, paths, y, val, has_text, has_image, emb) if len(val) else {}
@@ -156,11 +166,14 @@ class Trainer:
         self.on_progress("done", 1.0)
         return classifier
 
-    def _out_of_fold(self, texts, emb, y, train, has_text, has_image, num_classes):
+    def _out_of_fold(self, texts, emb, emb_flip, y, train, has_text, has_image, num_classes,
+                     featurizer, features):
         cfg = self.config
         oof_text = np.zeros((len(y), num_classes), "float32")
         oof_image = np.zeros((len(y), num_classes), "float32")
         folds = _split(y[train], dedup_groups([texts[i] for i in train]), cfg.folds, cfg.seed + 1)
+        text_rows = train[has_text[train]]
+        position = {row: k for k, row in enumerate(text_rows)}
         iterator = folds
         if self.verbose:
             from tqdm import tqdm
@@ -170,12 +183,14 @@ class Trainer:
             self.on_progress("out-of-fold models", 0.1 + 0.5 * k / len(folds))
             fit_rows, pred_rows = train[fit_idx], train[pred_idx]
             t_fit, t_pred = fit_rows[has_text[fit_rows]], pred_rows[has_text[pred_rows]]
-            if len(t_pred):
-                model = self._text_model(num_classes).fit([texts[i] for i in t_fit], y[t_fit])
+            if len(t_pred) and len(t_fit):
+                fold_features = None if features is None else [m[[position[i] for i in t_fit]] for m in features]
+                model = self._text_model(num_classes).fit([texts[i] for i in t_fit], y[t_fit],
+                                                          featurizer=featurizer, features=fold_features)
                 oof_text[t_pred] = model.predict_proba([texts[i] for i in t_pred])
             i_fit, i_pred = fit_rows[has_image[fit_rows]], pred_rows[has_image[pred_rows]]
-            if len(i_pred):
-                model = self._image_model(num_classes).fit(emb[i_fit], y[i_fit])
+            if len(i_pred) and len(i_fit):
+                model = self._image_model(num_classes).fit(emb[i_fit], y[i_fit], flipped=emb_flip[i_fit])
                 oof_image[i_pred] = model.predict_proba_embeddings(emb[i_pred])
         return oof_text, oof_image
 
@@ -208,7 +223,7 @@ class Trainer:
             "metrics": {"validation": metrics},
             "text_arch": cfg.text_arch,
             "backbone": cfg.backbone,
-            "fusion": {"kind": "stacked_logistic_regression" if fusion.fitted else "single_modality",
+            "fusion": {"kind": fusion.kind if fusion.fitted else "single_modality",
                        "C": fusion.C},
             "config": asdict(cfg),
             "train_seconds": round(seconds, 1),
