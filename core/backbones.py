@@ -29,6 +29,7 @@ class BackboneSpec:
     name: str
     last_conv: str  # the layer Grad-CAM differentiates against
     dim: int
+    top_block: str  # first layer of the block(s) that --finetune unfreezes
 
 
 def _caffe_preprocess(x):
@@ -73,11 +74,13 @@ def _resnet50(weights):
 
 
 BACKBONES: dict[str, tuple[BackboneSpec, Callable[[str | None], keras.Model]]] = {
-    "efficientnet_lite0": (BackboneSpec("efficientnet_lite0", "top_activation", 1280), _lite0),
-    "mobilenet_v2": (BackboneSpec("mobilenet_v2", "out_relu", 1280), _mobilenet_v2),
-    "efficientnet_b0": (BackboneSpec("efficientnet_b0", "top_activation", 1280), _efficientnet_b0),
-    "vgg16": (BackboneSpec("vgg16", "block5_conv3", 512), _vgg16),
-    "resnet50": (BackboneSpec("resnet50", "conv5_block3_out", 2048), _resnet50),
+    "efficientnet_lite0": (BackboneSpec("efficientnet_lite0", "top_activation", 1280, "block7a_expand_conv"),
+                           _lite0),
+    "mobilenet_v2": (BackboneSpec("mobilenet_v2", "out_relu", 1280, "block_16_expand"), _mobilenet_v2),
+    "efficientnet_b0": (BackboneSpec("efficientnet_b0", "top_activation", 1280, "block7a_expand_conv"),
+                        _efficientnet_b0),
+    "vgg16": (BackboneSpec("vgg16", "block5_conv3", 512, "block5_conv1"), _vgg16),
+    "resnet50": (BackboneSpec("resnet50", "conv5_block3_out", 2048, "conv5_block3_1_conv"), _resnet50),
 }
 
 

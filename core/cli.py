@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
     p.add_argument("--no-pretrained", action="store_true",
                    help="random backbone weights (offline tests of keras.applications backbones)")
+    p.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the backbone's top block on the photos (slower, sometimes better)")
     p.add_argument("--folds", type=int, default=5, help="folds for the fusion's out-of-fold data")
     p.add_argument("--val-fraction", type=float, default=0.15, help="held-out share for the bundle's metrics")
     p.add_argument("--epochs", type=int, help="text model epochs (default: per architecture)")
@@ -105,7 +107,8 @@ def cmd_train(args) -> int:
         raise InputError(f"--folds must be 2 or more, got {args.folds}")
     config = TrainConfig(text_arch=args.text_arch, backbone=args.backbone,
                          weights=None if args.no_pretrained else "imagenet", folds=args.folds,
-                         val_fraction=args.val_fraction, seed=args.seed, text_epochs=args.epochs)
+                         val_fraction=args.val_fraction, seed=args.seed, text_epochs=args.epochs,
+                         finetune=args.finetune)
     classifier = Trainer(config, verbose=not args.quiet).fit(catalogue)
     path = classifier.save(args.out)
     summary = {"model": str(path), "version": classifier.version,

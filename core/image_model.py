@@ -16,7 +16,10 @@ import keras
 import tensorflow as tf
 
 from core.backbones import DEFAULT_BACKBONE, IMAGE_SIZE, backbone_fingerprint, backbone_spec, build_backbone
-from core.embeddings import EmbeddingCache, embed_images
+from core.embeddings import EmbeddingCache, embed_images, load_model_input
+
+
+MIN_STEPS = 1500
 
 
 def build_head(dim: int, num_classes: int, embeddings: np.ndarray, *, hidden: int = 256,
@@ -40,7 +43,7 @@ class ImageModel:
     """scikit-learn-like: fit on embeddings, predict_proba on embeddings or pixels."""
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, *, num_classes: int | None = None,
-                 weights: str | None = "imagenet", epochs: int = 40, batch_size: int = 32,
+                 weights: str | None = "imagenet", epochs: int = 10, batch_size: int = 32,
                  learning_rate: float = 1e-3, hidden: int = 256, seed: int = 0):
         self.spec = backbone_spec(backbone)
         self.num_classes = num_classes
@@ -89,6 +92,10 @@ class ImageModel:
             embeddings, y = np.vstack([embeddings, flipped]), np.concatenate([y, y])
         self.num_classes = self.num_classes or int(y.max()) + 1
         self.head = build_head(embeddings.shape[1], self.num_classes, embeddings, hidden=self.hidden)
+        # Each epoch has a fixed cost; small sets repeat their rows within an epoch instead
+        # of running many epochs, so training always makes about MIN_STEPS updates.
+        repeats = int(min(20, max(1, np.ceil(MIN_STEPS / (self.epochs * np.ceil(len(y) / self.batch_size))))))
+        embeddings, y = np.tile(embeddings, (repeats, 1)), np.tile(y, repeats)
         self.head.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         history = self.head.fit(embeddings, y, epochs=self.epochs, batch_size=self.batch_size,
@@ -105,6 +112,30 @@ class ImageModel:
         """pixels: (n, 224, 224, 3) letterboxed raw RGB."""
         return self.predict_proba_embeddings(self.encode(pixels))
 
+    def finetune(self, paths: Sequence[Path], y: np.ndarray, *, epochs: int = 3, learning_rate: float = 1e-4,
+                 verbose: int = 0) -> "ImageModel":
+        """Unfreeze the backbone's top block (from `spec.top_block` on, batch-norm layers
+        kept frozen) and train it with the fitted head on pixels, mirrored at random.
+        Call after fit(); embeddings of the changed backbone get a new cache key."""
+        if self.head is None:
+            raise RuntimeError("fit the head on embeddings before fine-tuning")
+        seed_everything(self.seed)
+        backbone = self.backbone
+        backbone.trainable = True
+        names = [layer.name for layer in backbone.layers]
+        start = names.index(self.spec.top_block)
+        for i, layer in enumerate(backbone.layers):
+            layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        model = self.full_model()
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        history = model.fit(_PixelBatches(list(paths), np.asarray(y, "int64"), self.batch_size, self.seed),
+                            epochs=epochs, verbose=verbose)
+        backbone.trainable = False
+        self._encode = None  # recompile the forward pass with the new weights
+        self.history.update({f"finetune_{k}": [float(v) for v in vs] for k, vs in history.history.items()})
+        return self
+
     def full_model(self) -> keras.Model:
         """Pixels in, probabilities out, with the backbone nested as layer "backbone"."""
         inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
@@ -119,3 +150,26 @@ class ImageModel:
         self = cls(backbone, num_classes=int(full.output_shape[-1]))
         self._backbone, self.head = full.get_layer("backbone"), full.get_layer("head")
         return self
+
+
+class _PixelBatches(keras.utils.PyDataset):
+    """Letterboxed images read batch by batch (a catalogue may not fit in memory),
+    each mirrored with probability 1/2."""
+
+    def __init__(self, paths: list[Path], y: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.paths, self.y, self.batch_size = paths, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(paths))
+
+    def __len__(self) -> int:
+        return (len(self.paths) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        flips = self.rng.random(len(rows)) < 0.5
+        x = np.stack([load_model_input(self.paths[i], flip=bool(f)) for i, f in zip(rows, flips)])
+        return x, self.y[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.paths))

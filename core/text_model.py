@@ -112,6 +112,12 @@ class TfidfFeaturizer:
         return [tfidf(vectorizer(inputs)) for vectorizer, tfidf in zip(self.branches, self.tfidf)]
 
 
+def _tile(matrix, repeats: int):
+    from scipy import sparse
+
+    return sparse.vstack([matrix] * repeats).tocsr() if repeats > 1 else matrix
+
+
 def _to_tf_sparse(matrix) -> tf.SparseTensor:
     coo = matrix.tocoo()
     indices = np.stack([coo.row, coo.col], axis=1).astype("int64")
@@ -154,8 +160,8 @@ def bilstm_vectorizer(texts: Sequence[str], max_tokens: int = 30_000) -> keras.l
 
 # Per-architecture training defaults, picked on the benchmark (bench/run_bench.py).
 _TRAINING = {
-    "tfidf": {"epochs": 12, "batch_size": 32, "learning_rate": 5e-3, "min_steps": 1200},
-    "bilstm": {"epochs": 8, "batch_size": 32, "learning_rate": 2e-3, "min_steps": 400},
+    "tfidf": {"epochs": 12, "batch_size": 32, "learning_rate": 5e-3, "min_steps": 300},
+    "bilstm": {"epochs": 8, "batch_size": 32, "learning_rate": 2e-3, "min_steps": 200},
 }
 
 
@@ -171,7 +177,6 @@ class TextModel:
         defaults = _TRAINING[arch]
         self.arch = arch
         self.num_classes = num_classes
-        self._epochs_given = epochs is not None
         self.epochs = epochs or defaults["epochs"]
         self.min_steps = defaults["min_steps"]
         self.batch_size = batch_size or defaults["batch_size"]
@@ -191,21 +196,22 @@ class TextModel:
         y = np.asarray(y, dtype="int64")
         self.num_classes = self.num_classes or int(y.max()) + 1
         inputs = keras.Input(shape=(1,), dtype="string", name="text")
+        repeats = self.repeats_for(len(y))
         if self.arch == "tfidf":
             featurizer = featurizer or TfidfFeaturizer().fit(texts)
             features = features if features is not None else featurizer.transform(texts)
             head = build_tfidf_head(featurizer.dims, self.num_classes, hidden=self.hidden)
-            x = [_to_tf_sparse(m) for m in features]
+            x = [_to_tf_sparse(_tile(m, repeats)) for m in features]
             outputs = head(featurizer(inputs))
         else:
             vectorizer = bilstm_vectorizer(texts)
             head = build_bilstm_head(vectorizer.vocabulary_size(), self.num_classes)
-            x = np.asarray(vectorizer(_as_input(texts)))
+            x = np.tile(np.asarray(vectorizer(_as_input(texts))), (repeats, 1))
             outputs = head(vectorizer(inputs))
         head.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         history = head.fit(
-            x, y, epochs=self.epochs_for(len(y)), batch_size=self.batch_size, shuffle=True,
+            x, np.tile(y, repeats), epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
             class_weight=_class_weights(y, self.num_classes) if self.class_weight == "balanced" else None,
             verbose=verbose, callbacks=callbacks or [],
         )
@@ -213,11 +219,12 @@ class TextModel:
         self.model = keras.Model(inputs, outputs, name=f"text_{self.arch}")
         return self
 
-    def epochs_for(self, n: int) -> int:
-        """Small catalogues need more passes to converge: at least `min_steps` updates."""
-        if self._epochs_given:
-            return self.epochs
-        return max(self.epochs, min(80, math.ceil(self.min_steps / steps_per_epoch(n, self.batch_size))))
+    def repeats_for(self, n: int) -> int:
+        """Small catalogues need more updates to converge: each epoch sees the rows
+        this many times, so that training makes at least `min_steps` updates (cheaper
+        than more epochs, each of which has a fixed cost)."""
+        steps = self.epochs * steps_per_epoch(n, self.batch_size)
+        return int(min(20, max(1, math.ceil(self.min_steps / steps))))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         if self.model is None:

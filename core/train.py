@@ -42,7 +42,9 @@ class TrainConfig:
     val_fraction: float = 0.15
     seed: int = 0
     text_epochs: int | None = None
-    image_epochs: int = 60
+    image_epochs: int = 40
+    finetune: bool = False  # also train the backbone's top block on pixels (slower)
+    finetune_epochs: int = 3
 
 
 def _split(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
@@ -143,7 +145,7 @@ class Trainer:
             oof_text, oof_image = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image,
                                                     len(labels), featurizer, features)
             fusion.fit(oof_text[both_train], oof_image[both_train], y[both_train], seed=cfg.seed)
-            self.log(f"fusion fitted on {len(both_train)} out-of-fold rows (C={fusion.C})")
+            self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
 
         # 4. final models on the whole training part
         self.on_progress("text model", 0.6)
@@ -158,9 +160,13 @@ class Trainer:
             self.on_progress("image model", 0.85)
             self.log(f"image head on {len(rows)} rows")
             image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows])
+            if cfg.finetune:
+                self.log(f"fine-tuning the top block of {cfg.backbone} on {len(rows)} images")
+                image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
+                                     verbose=1 if self.verbose else 0)
 
         classifier = Classifier(labels, text_model, image_model, fusion)
-        metrics = self._validate(classifier, texts, paths, y, val, has_text, has_image, emb) if len(val) else {}
+        metrics = self._validate(classifier, texts, paths, y, val) if len(val) else {}
         classifier.metadata = self._metadata(catalogue, labels, y, train, val, has_text, has_image, metrics,
                                              fusion, time.time() - started, texts, labels_raw, paths)
         self.on_progress("done", 1.0)
@@ -194,15 +200,12 @@ class Trainer:
                 oof_image[i_pred] = model.predict_proba_embeddings(emb[i_pred])
         return oof_text, oof_image
 
-    def _validate(self, classifier, texts, paths, y, val, has_text, has_image, emb) -> dict:
-        p_text, ht = classifier._text_probs([texts[i] for i in val])
-        p_image = np.zeros_like(p_text)
-        hi = has_image[val].copy()
-        if classifier.image_model is not None and hi.any():
-            p_image[hi] = classifier.image_model.predict_proba_embeddings(emb[val][hi])
-        fused = classifier._fuse(p_text, ht, p_image, hi)
-        return evaluation_metrics(classifier.labels, [classifier.labels[i] for i in y[val]],
-                                  fused, p_text, ht, p_image, hi)
+    def _validate(self, classifier, texts, paths, y, val) -> dict:
+        """Metrics on the held-out rows, predicted exactly as `predict` would (the image
+        path re-embeds through the final backbone, which fine-tuning may have changed)."""
+        result = classifier.predict_batch([texts[i] for i in val], [paths[i] for i in val])
+        return evaluation_metrics(classifier.labels, [classifier.labels[i] for i in y[val]], result.fused,
+                                  result.text, result.has_text, result.image, result.has_image)
 
     def _metadata(self, catalogue, labels, y, train, val, has_text, has_image, metrics, fusion, seconds,
                   texts, labels_raw, paths) -> dict:
