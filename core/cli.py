@@ -136,11 +136,13 @@ def _atomic_write_csv(frame, out: Path) -> None:
 def cmd_predict(args) -> int:
     import numpy as np
 
+    from core.bundle import require_bundle
     from core.classifier import Classifier
 
-    classifier = Classifier.load(args.model)
-    catalogue = _load(args, require_labels=False)
+    require_bundle(args.model)
+    catalogue = _load(args, require_labels=False)  # bad input fails before TensorFlow loads
     _report(catalogue, args.quiet)
+    classifier = Classifier.load(args.model)
     result = classifier.predict_batch(catalogue.texts, catalogue.image_paths, progress=not args.quiet)
     frame = catalogue.frame.copy()
     usable = result.has_text | result.has_image
@@ -165,11 +167,13 @@ def cmd_predict(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from core.classifier import Classifier
+    from core.bundle import require_bundle
     from core.train import evaluation_metrics
 
-    classifier = Classifier.load(args.model)
+    require_bundle(args.model)
     catalogue = _load(args, require_labels=False)
     _report(catalogue, args.quiet)
+    classifier = Classifier.load(args.model)
     labelled = [i for i, l in enumerate(catalogue.labels) if l is not None]
     if not labelled:
         raise InputError(f"{args.data.name}: no row has a label in column '{args.label_col}'")

@@ -29,6 +29,7 @@ from core.errors import InputError
 from core.images import file_hash
 from core.metrics import classification_metrics
 from core.model_options import DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH
+from core.tf_setup import seed_everything
 
 ProgressFn = Callable[[str, float], None]
 
@@ -48,9 +49,13 @@ class TrainConfig:
 
 
 def _split(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
-    """Stratified, grouped folds; tolerant of classes smaller than n_splits."""
+    """Stratified, grouped folds; tolerant of classes smaller than n_splits (the number
+    of folds shrinks to the largest class). Fewer than two possible folds: []."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    n_splits = min(n_splits, int(np.bincount(y).max()), len(set(groups)))
+    if n_splits < 2:
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
         return list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(y, y, groups))
@@ -59,8 +64,10 @@ def _split(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
 def split_train_val(y: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if val_fraction <= 0:
         return np.arange(len(y)), np.array([], dtype=int)
-    n_splits = max(2, round(1 / val_fraction))
-    train, val = _split(y, groups, n_splits, seed)[0]
+    folds = _split(y, groups, max(2, round(1 / val_fraction)), seed)
+    if not folds:
+        return np.arange(len(y)), np.array([], dtype=int)
+    train, val = folds[0]
     return np.sort(train), np.sort(val)
 
 
@@ -99,6 +106,7 @@ class Trainer:
         from core.fusion import Fusion
 
         cfg, started = self.config, time.time()
+        seed_everything(cfg.seed)  # before anything random, e.g. a --no-pretrained backbone
         keep = np.flatnonzero(catalogue.trainable_mask())
         texts = [catalogue.texts[i] for i in keep]
         labels_raw = [catalogue.labels[i] for i in keep]
@@ -142,10 +150,11 @@ class Trainer:
         fusion = Fusion()
         both_train = train[has_text[train] & has_image[train]]
         if use_text and image_model is not None and len(both_train) >= 2 * cfg.folds:
-            oof_text, oof_image = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image,
-                                                    len(labels), featurizer, features)
-            fusion.fit(oof_text[both_train], oof_image[both_train], y[both_train], seed=cfg.seed)
-            self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
+            oof = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image, len(labels),
+                                    featurizer, features)
+            if oof is not None:
+                fusion.fit(oof[0][both_train], oof[1][both_train], y[both_train], seed=cfg.seed)
+                self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
 
         # 4. final models on the whole training part
         self.on_progress("text model", 0.6)
@@ -178,6 +187,9 @@ class Trainer:
         oof_text = np.zeros((len(y), num_classes), "float32")
         oof_image = np.zeros((len(y), num_classes), "float32")
         folds = _split(y[train], dedup_groups([texts[i] for i in train]), cfg.folds, cfg.seed + 1)
+        if not folds:
+            self.log("too few rows per class for out-of-fold models: fused = text where both exist")
+            return None
         text_rows = train[has_text[train]]
         position = {row: k for k, row in enumerate(text_rows)}
         iterator = folds
