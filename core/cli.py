@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the demo model on the shared Flipkart catalogue if there is none")
     p.add_argument("--data-dir", type=Path, help="folder with products.csv and images/ (default: the shared demo)")
     p.add_argument("--force", action="store_true", help="retrain even if the demo model exists")
+
+    from core.explain.cli import add_parser as add_explain_parser
+
+    add_explain_parser(sub)
     return parser
 
 
@@ -197,7 +201,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo}
+def cmd_explain(args) -> int:
+    from core.explain.cli import run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:

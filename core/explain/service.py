@@ -1,0 +1,224 @@
+"""One call that explains a product: prediction + Grad-CAM + text SHAP + modality share.
+
+    from core.explain.service import explain
+    e = explain(classifier, text="Rockmantra ceramic mug", image="mug.jpg")
+    e.label, e.gradcam.heatmap, e.text_shap.tokens, e.modality.summary
+    e.write("out/")          # prediction.json, gradcam.npy/.png, text_shap.json, modality_share.json
+
+The app calls this on every prediction, so the expensive set-up (Grad-CAM gradient
+functions, compiled text-model call, SHAP masker and explainers) is built once per
+loaded Classifier (`explainer_for`, a weak cache: it goes away with the Classifier).
+
+The prediction is computed here from the same forward passes the explanations use (one
+backbone pass serves both the image probabilities and Grad-CAM), and fused with the
+bundle's own Fusion, so the numbers explained are the numbers shown;
+`Classifier.predict` gives the same probabilities (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core.classifier import Classifier, Prediction
+from core.errors import InputError
+from core.explain.gradcam import DEFAULT_METHOD, GradCam, GradCamResult, overlay
+from core.explain.modality import ModalityShare, modality_share
+from core.explain.text_shap import MAX_EVALS, TextShap, TextShapResult, normalise_text
+from core.images import open_image
+
+FILES = ("prediction.json", "gradcam.npy", "gradcam.png", "text_shap.json", "modality_share.json")
+
+
+@dataclass
+class Explanation:
+    prediction: Prediction
+    label: str  # the explained class
+    class_index: int
+    modality: ModalityShare
+    gradcam: GradCamResult | None = None  # None without an image (or an image model)
+    text_shap: TextShapResult | None = None  # None without a text (or a text model)
+    image: Image.Image | None = field(default=None, repr=False)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step, and "total"
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (the heatmap itself is left to gradcam.npy)."""
+        out: dict[str, Any] = {"explained_label": self.label, "prediction": self.prediction.as_dict(),
+                               "modality_share": self.modality.as_dict(), "timings": self.timings}
+        if self.gradcam is not None:
+            g = self.gradcam
+            out["gradcam"] = {"method": g.method, "score": g.score, "image_probability": g.probability,
+                              "shape": list(g.heatmap.shape), "peak_xy": list(g.peak())}
+        if self.text_shap is not None:
+            out["text_shap"] = self.text_shap.as_dict()
+        return out
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write the CLI's files (each atomically); returns the paths written. Files that do
+        not apply (no image → no gradcam.*, no text → no text_shap.json) are removed if an
+        earlier run left them, so a folder never mixes two products."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+
+        def put(name: str, writer) -> None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+            os.close(fd)
+            try:
+                writer(tmp)
+                os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary outputs
+                os.replace(tmp, out / name)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            written.append(out / name)
+
+        def put_json(name: str, data: Any) -> None:
+            put(name, lambda p: Path(p).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                                   encoding="utf-8"))
+
+        prediction = self.prediction.as_dict()
+        prediction["explained_label"] = self.label
+        put_json("prediction.json", prediction)
+        if self.gradcam is not None:
+            heat = self.gradcam.heatmap.astype(np.float32)
+
+            def save_npy(p: str) -> None:
+                with open(p, "wb") as fh:
+                    np.save(fh, heat)
+
+            put("gradcam.npy", save_npy)
+            if self.image is not None:
+                put("gradcam.png", lambda p: overlay(self.image, heat).save(p, format="PNG"))
+        if self.text_shap is not None:
+            put_json("text_shap.json", self.text_shap.as_dict())
+        put_json("modality_share.json", self.modality.as_dict())
+        for name in FILES:
+            if out / name not in written:
+                (out / name).unlink(missing_ok=True)
+        return written
+
+
+class ProductExplainer:
+    """Everything needed to explain products of one loaded Classifier, built lazily once."""
+
+    def __init__(self, classifier: Classifier, *, gradcam_method: str = DEFAULT_METHOD,
+                 max_evals: int = MAX_EVALS):
+        self.classifier = classifier
+        self.gradcam_method = gradcam_method
+        self.max_evals = max_evals
+        self._gradcam: GradCam | None = None
+        self._text_shap: TextShap | None = None
+        self._lock = getattr(classifier, "_lock", None) or threading.RLock()  # Keras is not thread-safe
+
+    @property
+    def gradcam(self) -> GradCam | None:
+        if self._gradcam is None and self.classifier.image_model is not None:
+            self._gradcam = GradCam.for_image_model(self.classifier.image_model, method=self.gradcam_method)
+        return self._gradcam
+
+    @property
+    def text_shap(self) -> TextShap | None:
+        if self._text_shap is None and self.classifier.text_model is not None:
+            self._text_shap = TextShap(self.classifier.text_model, self.classifier.labels,
+                                       max_evals=self.max_evals)
+        return self._text_shap
+
+    def class_index(self, label: str) -> int:
+        labels = self.classifier.labels
+        if label in labels:
+            return labels.index(label)
+        folded = [l for l in labels if l.casefold() == str(label).strip().casefold()]
+        if len(folded) == 1:
+            return labels.index(folded[0])
+        shown = ", ".join(f"'{l}'" for l in labels[:30]) + (" …" if len(labels) > 30 else "")
+        raise InputError(f"unknown class '{label}'; this model knows {shown}")
+
+    def warm_up(self) -> "ProductExplainer":
+        """Trace the compiled functions on dummy input, so the first real call is fast."""
+        text = "warm up" if self.text_shap is not None else None
+        image = Image.new("RGB", (64, 48), (255, 255, 255)) if self.gradcam is not None else None
+        if text or image:
+            self.explain(text=text, image=image)
+        return self
+
+    def explain(self, text: str | None = None, image: Any = None, class_label: str | None = None, *,
+                gradcam: bool = True, text_shap: bool = True, max_evals: int | None = None) -> Explanation:
+        """Explain one product. `image`: path, bytes, file object or PIL image (bad image →
+        InputError). `class_label`: the class to explain (default: the fused top class)."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        clf = self.classifier
+        img = None
+        if image is not None:
+            img = image if isinstance(image, Image.Image) else open_image(image, what="image")
+        text = normalise_text(text or "")
+        has_text = bool(text) and clf.text_model is not None
+        has_image = img is not None and clf.image_model is not None
+        if not (has_text or has_image):
+            raise InputError("nothing to explain: give a description or an image"
+                             + ("" if clf.image_model is not None else " (this model has no image part)"))
+        wanted = self.class_index(class_label) if class_label is not None else None
+
+        with self._lock:
+            t = time.perf_counter()
+            n = len(clf.labels)
+            p_text = self.text_shap.predict_proba([text])[0].astype(np.float32) if has_text else None
+            t_image = time.perf_counter()
+            feats = self.gradcam.features(img) if has_image else None  # the image model's forward pass
+            t_image = time.perf_counter() - t_image
+            p_image = feats.probs if feats is not None else None
+            fused = clf.fusion.predict_proba(
+                p_text[None] if p_text is not None else np.zeros((1, n), np.float32),
+                p_image[None] if p_image is not None else np.zeros((1, n), np.float32),
+                np.array([has_text]), np.array([has_image]))[0]
+            prediction = Prediction(list(clf.labels), fused, p_text, p_image, clf.version)
+            c = int(np.argmax(fused)) if wanted is None else wanted
+            timings["prediction"] = time.perf_counter() - t
+
+            cam = None
+            if feats is not None and gradcam:
+                t = time.perf_counter()
+                cam = self.gradcam.heatmap(feats, c)
+                timings["gradcam"] = time.perf_counter() - t + t_image  # its forward pass included
+            shap_result = None
+            if has_text and text_shap:
+                t = time.perf_counter()
+                shap_result = self.text_shap.explain(text, c, max_evals=max_evals)
+                timings["text_shap"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        share = modality_share(list(clf.labels), clf.fusion, p_text, p_image, c)
+        timings["modality"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - started
+        return Explanation(prediction, clf.labels[c], c, share, cam, shap_result, img, timings)
+
+
+_EXPLAINERS: "weakref.WeakKeyDictionary[Classifier, ProductExplainer]" = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def explainer_for(classifier: Classifier, **kwargs: Any) -> ProductExplainer:
+    """The cached ProductExplainer of this Classifier (created on first use). Keyword
+    arguments only apply when it is created."""
+    with _CACHE_LOCK:
+        explainer = _EXPLAINERS.get(classifier)
+        if explainer is None:
+            explainer = _EXPLAINERS[classifier] = ProductExplainer(classifier, **kwargs)
+        return explainer
+
+
+def explain(classifier: Classifier, text: str | None = None, image: Any = None, class_label: str | None = None,
+            **kwargs: Any) -> Explanation:
+    """Explain one product with the classifier's cached explainer (see ProductExplainer.explain)."""
+    return explainer_for(classifier).explain(text=text, image=image, class_label=class_label, **kwargs)
