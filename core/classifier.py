@@ -143,9 +143,6 @@ class Classifier:
             has[:] = False
         return probs, has
 
-    def _fuse(self, p_text, has_text, p_image, has_image) -> np.ndarray:
-        return self.fusion.predict_proba(p_text, p_image, has_text, has_image)
-
     def predict(self, text: str | None = None, image=None) -> Prediction:
         """One product. `image` may be a path, bytes, a file object or a PIL image;
         a bad image raises InputError (callers show its one-line message)."""
@@ -178,5 +175,5 @@ class Classifier:
         return self._batch(p_text, has_text, p_image, has_image)
 
     def _batch(self, p_text, has_text, p_image, has_image) -> BatchPrediction:
-        fused = self._fuse(p_text, has_text, p_image, has_image)
+        fused = self.fusion.predict_proba(p_text, p_image, has_text, has_image)
         return BatchPrediction(self.labels, fused, p_text, p_image, has_text, has_image, self.version)

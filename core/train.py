@@ -53,7 +53,7 @@ def _split(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
     of folds shrinks to the largest class). Fewer than two possible folds: []."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    n_splits = min(n_splits, int(np.bincount(y).max()), len(set(groups)))
+    n_splits = min(n_splits, int(np.unique(y, return_counts=True)[1].max()), len(set(groups)))
     if n_splits < 2:
         return []
     with warnings.catch_warnings():
