@@ -130,8 +130,7 @@ def bench_latency(model_dir: Path, texts, paths, warmup: int = 5, runs: int = 40
             "batch_products_per_second": round(len(batch) / batch_s, 1), "batch_size": len(batch)}
 
 
-def _text_benchmark(name: str, csv: Path, text_col: str, label_col: str) -> dict:
-    import pandas as pd
+def _text_benchmark(csv: Path, text_col: str, label_col: str) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.model_selection import GroupShuffleSplit
     from sklearn.pipeline import make_pipeline, make_union
@@ -171,17 +170,15 @@ def _text_benchmark(name: str, csv: Path, text_col: str, label_col: str) -> dict
     ref_pred = list(reference.predict([texts[i] for i in test]))
     out["reference_tfidf_linearsvc"] = {**_summary(classification_metrics(y_test, ref_pred, sorted(set(labels)))),
                                         "train_seconds": round(time.perf_counter() - t, 1)}
-    del pd
     return out
 
 
 def bench_myntra() -> dict:
-    return _text_benchmark("myntra", DATA / "myntra" / "styles.csv", "productDisplayName", "articleType")
+    return _text_benchmark(DATA / "myntra" / "styles.csv", "productDisplayName", "articleType")
 
 
 def bench_pricerunner() -> dict:
-    return _text_benchmark("pricerunner", DATA / "pricerunner" / "pricerunner_aggregate.csv",
-                           "Product Title", "Category Label")
+    return _text_benchmark(DATA / "pricerunner" / "pricerunner_aggregate.csv", "Product Title", "Category Label")
 
 
 BENCHES = {"flipkart": bench_flipkart, "myntra": bench_myntra, "pricerunner": bench_pricerunner}

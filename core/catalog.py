@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import InputError
+from core.errors import InputError, one_line
 from core.images import ImageDecodeError, open_image
 from core.settings import get_settings
 
@@ -95,9 +95,6 @@ def join_text(parts: Iterable[str]) -> str:
             out = f"{out}. {part}"
     return out
 
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
 
 
 def _quote_list(values: Sequence[str], limit: int = 30) -> str:
@@ -175,7 +172,7 @@ def read_csv(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise InputError(f"{path.name}: file is empty (no rows)") from None
     except pd.errors.ParserError as exc:
-        msg = _one_line(exc).replace("Error tokenizing data. C error: ", "")
+        msg = one_line(exc).replace("Error tokenizing data. C error: ", "")
         m = re.search(r"\bline (\d+)", msg)
         if m:
             raise InputError(f"{path.name}: malformed CSV at line {m.group(1)}: {msg}") from None
@@ -255,7 +252,7 @@ class DownloadError(InputError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(f"{url}: {self.reason}")
 
 
@@ -307,11 +304,11 @@ def download_url(
     except urllib.error.HTTPError as exc:
         raise DownloadError(url, f"download failed: HTTP {exc.code}") from None
     except urllib.error.URLError as exc:
-        raise DownloadError(url, f"download failed: {_one_line(exc.reason)}") from None
+        raise DownloadError(url, f"download failed: {one_line(exc.reason)}") from None
     except TimeoutError:
         raise DownloadError(url, f"download failed: timed out after {timeout:g} s") from None
     except Exception as exc:  # noqa: BLE001 - a bad URL must never crash an import
-        raise DownloadError(url, f"download failed: {_one_line(exc) or type(exc).__name__}") from None
+        raise DownloadError(url, f"download failed: {one_line(exc) or type(exc).__name__}") from None
     data = b"".join(chunks)
     if not data:
         raise DownloadError(url, "download failed: empty response")
@@ -501,7 +498,7 @@ def _verify_image(path: Path) -> str | None:
     except ImageDecodeError as exc:
         return exc.reason
     except InputError as exc:  # pragma: no cover - open_image only raises ImageDecodeError
-        return _one_line(exc)
+        return one_line(exc)
     return None
 
 

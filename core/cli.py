@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core.errors import InputError
+from core.errors import InputError, one_line
 
 EXIT_BAD_INPUT = 2
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         if args.debug:
             raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -227,6 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: still one line, and a way to see more
         if args.debug:
             raise
-        print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (run with --debug for details)",
+        print(f"error: {type(exc).__name__}: {one_line(exc)} (run with --debug for details)",
               file=sys.stderr)
         return 1

@@ -4,3 +4,9 @@ show a one-line message instead of a traceback."""
 
 class InputError(Exception):
     """Bad input: the message names the file, row and column where it can."""
+
+
+def one_line(text: object) -> str:
+    """Collapse any whitespace (newlines from wrapped exceptions too) so a message
+    stays the single line the CLI and the app promise."""
+    return " ".join(str(text).split())

@@ -23,7 +23,7 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import InputError
+from core.errors import InputError, one_line
 
 __all__ = [
     "MAX_PIXELS",
@@ -57,16 +57,13 @@ class ImageDecodeError(InputError):
 
     def __init__(self, what: str, reason: str) -> None:
         self.what = what
-        self.reason = _one_line(reason)
+        self.reason = one_line(reason)
         super().__init__(_prefix(what) + self.reason)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
 
 def _prefix(what: str) -> str:
-    what = _one_line(what)
+    what = one_line(what)
     if not what:
         return ""
     return what + (" " if what.endswith(":") else ": ")
@@ -196,7 +193,7 @@ def open_image(
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError) as exc:
         # Pillow reports truncation/corruption as OSError ("image file is truncated"),
         # SyntaxError ("broken PNG file"), ValueError ("Decompressed data too large") ...
-        raise ImageDecodeError(what, f"truncated or corrupt ({_one_line(exc) or type(exc).__name__})") from exc
+        raise ImageDecodeError(what, f"truncated or corrupt ({one_line(exc) or type(exc).__name__})") from exc
     if rgb.mode != "RGB":  # defensive: _to_rgb always returns RGB
         raise ImageDecodeError(what, f"unsupported colour mode {rgb.mode}")
     return rgb
