@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.explain.cli import add_parser as add_explain_parser
 
     add_explain_parser(sub)
+    from core.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -207,8 +210,14 @@ def cmd_explain(args) -> int:
     return run(args)
 
 
+def cmd_serve(args) -> int:
+    from core.serve import command
+
+    return command(args)
+
+
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
-            "explain": cmd_explain}
+            "explain": cmd_explain, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

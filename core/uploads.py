@@ -1,0 +1,83 @@
+"""Uploaded product photos, stored once by content hash.
+
+The same photo uploaded twice (or in two batches) is one file and one `images` row;
+products point at it by hash. Files are written before the database rows that name
+them (temp file + rename), so a row never points at a half-written file; a file whose
+rows were rolled back is harmless and reused by the next upload of it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+from PIL import Image
+
+from core.images import content_hash, open_image
+from core.settings import get_settings
+from core.store import utc_now
+
+SAVE_AS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    hash: str
+    path: Path
+    format: str
+    width: int
+    height: int
+    bytes: int
+    image: Image.Image  # decoded RGB, ready for the model
+
+    def row(self) -> dict:
+        return {"hash": self.hash, "path": str(self.path.relative_to(images_dir().parent)), "format": self.format,
+                "width": self.width, "height": self.height, "bytes": self.bytes, "created_at": utc_now()}
+
+
+def images_dir() -> Path:
+    return get_settings().data_dir / "images"
+
+
+def image_path(hash_: str) -> Path | None:
+    """The stored file of an image hash, whatever its extension (None if missing)."""
+    folder = images_dir() / hash_[:2]
+    matches = sorted(folder.glob(f"{hash_}.*")) if folder.is_dir() else []
+    return matches[0] if matches else None
+
+
+def store_image(data: bytes, *, what: str = "image") -> StoredImage:
+    """Check `data` is a usable photo (InputError otherwise, nothing written) and keep
+    the original bytes under its content hash."""
+    image = open_image(data, what=what)
+    fmt = (Image.open(io.BytesIO(data)).format or "PNG").upper()
+    digest = content_hash(data)
+    target = images_dir() / digest[:2] / f"{digest}{SAVE_AS.get(fmt, '.img')}"
+    existing = image_path(digest)
+    if existing is None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        existing = target
+    return StoredImage(digest, existing, fmt, image.width, image.height, len(data), image)
+
+
+def store_image_file(path: str | Path, *, what: str = "") -> StoredImage:
+    path = Path(path)
+    return store_image(path.read_bytes(), what=what or path.name)
+
+
+def record_image(db: sqlite_utils.Database, stored: StoredImage) -> str:
+    """The `images` row of a stored file (inside the caller's transaction)."""
+    db["images"].insert(stored.row(), ignore=True)
+    return stored.hash

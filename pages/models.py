@@ -1,0 +1,150 @@
+"""Models: how good the live model is, which versions exist, and (admins) import a
+labelled catalogue, train a new version in the background, activate a version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from core.batch import stage_upload
+from core.catalog import load_catalogue
+from core.jobs import latest_job
+from core.registry import activate, list_models, live_model
+from core.retrain import start_training
+from core.training_data import import_catalogue, labelled_products
+from pages._shared import friendly_errors, percent, require_page, store
+
+user = require_page("models")
+st.title("Models")
+
+# -- the live model ----------------------------------------------------------------------
+live = live_model(store())
+if live is None:
+    st.info("No model yet: import a labelled catalogue below, then train.")
+else:
+    validation = (live["metrics"] or {}).get("validation", {})
+    fused = validation.get("fused", {})
+    a, b, c, d = st.columns(4)
+    a.metric("Live version", live["version"])
+    b.metric("Accuracy (validation)", percent(fused.get("accuracy")))
+    c.metric("Macro-F1 (validation)", percent(fused.get("macro_f1")))
+    d.metric("Validation rows", f"{fused.get('n', 0):,}")
+    f1_col, cm_col = st.columns(2)
+    f1_col.plotly_chart(charts.per_class_f1_bars(fused.get("per_class_f1", {})), key="models_f1")
+    matrix = fused.get("confusion_matrix", {})
+    cm_col.plotly_chart(charts.confusion_heatmap(matrix.get("labels", []), matrix.get("matrix", []),
+                                                 title="Confusion (validation)"), key="models_confusion")
+
+# -- versions ---------------------------------------------------------------------------
+st.subheader("Versions")
+versions = list_models(store())
+if versions:
+    table = pd.DataFrame([{
+        "version": m["version"], "live": m["active"], "name": m["name"], "created": (m["created_at"] or "")[:19],
+        "by": m["created_by"],
+        "macro-F1": ((m["metrics"] or {}).get("validation", {}).get("fused", {}) or {}).get("macro_f1"),
+        "accuracy": ((m["metrics"] or {}).get("validation", {}).get("fused", {}) or {}).get("accuracy"),
+    } for m in versions])
+    st.dataframe(table, hide_index=True, width="stretch")
+    choice = st.selectbox("Version to make live", [m["version"] for m in versions], key="activate_version")
+    if st.button("Activate", key="activate_button", disabled=live is not None and choice == live["version"]):
+        with friendly_errors("Could not activate: "):
+            activate(store(), user, choice)
+            st.success(f"{choice} is live.")
+            st.rerun()
+
+# -- import a labelled catalogue --------------------------------------------------------
+st.subheader("Import a labelled catalogue")
+upload_tab, folder_tab = st.tabs(["Upload CSV + zip", "Folder on the server"])
+with upload_tab:
+    csv_file = st.file_uploader("Catalogue (CSV)", type=["csv"], key="import_csv")
+    zip_file = st.file_uploader("Photos (zip, optional)", type=["zip"], key="import_zip")
+with folder_tab:
+    folder = st.text_input("Folder with a CSV (and its photos)", key="import_folder",
+                           placeholder="/data/catalogues/spring")
+
+source_csv = image_dir = None
+columns: list[str] = []
+with friendly_errors("Cannot read the catalogue: "):
+    if csv_file is not None:
+        key = (csv_file.file_id, zip_file.file_id if zip_file else None)
+        if st.session_state.get("import_staged", (None,))[0] != key:
+            st.session_state["import_staged"] = (key, stage_upload(csv_file.getvalue(), csv_file.name,
+                                                                   zip_file.getvalue() if zip_file else None))
+        staged = st.session_state["import_staged"][1]
+        source_csv, image_dir, columns = staged.csv_path, staged.image_dir, staged.columns
+    elif folder.strip():
+        path = Path(folder.strip()).expanduser()
+        csvs = sorted(path.glob("*.csv")) if path.is_dir() else ([path] if path.suffix == ".csv" else [])
+        if not csvs:
+            st.warning(f"No CSV file in {path}")
+        else:
+            source_csv = st.selectbox("CSV", csvs, format_func=lambda p: p.name, key="import_folder_csv")
+            image_dir = source_csv.parent / "images" if (source_csv.parent / "images").is_dir() else source_csv.parent
+            from core.catalog import read_csv
+
+            columns = list(read_csv(source_csv).columns)
+
+if source_csv is not None and columns:
+    with st.form("import_map"):
+        text_cols = st.multiselect("Text columns", columns, key="import_text_cols",
+                                   default=[c for c in columns if c.lower() in ("product_name", "title", "name",
+                                                                                 "description")])
+        label_col = st.selectbox("Label column", columns, key="import_label_col",
+                                 index=next((i for i, c in enumerate(columns) if "categ" in c.lower()
+                                             or c.lower() == "label"), 0))
+        level = st.number_input("Category tree level (0 = the whole value)", 0, 10, 1, key="import_level")
+        image_col = st.selectbox("Image column", ["(none)"] + columns, key="import_image_col",
+                                 index=next((i + 1 for i, c in enumerate(columns) if c.lower() in ("image", "photo")), 0))
+        name = st.text_input("Name of this catalogue", value=Path(str(source_csv)).stem, key="import_name")
+        go = st.form_submit_button("Import", type="primary")
+    if go:
+        bar = st.progress(0.0, text="Reading the catalogue…")
+        with friendly_errors("Import failed, nothing was added: "):
+            catalogue = load_catalogue(source_csv, text_cols=text_cols, label_col=label_col,
+                                       label_level=int(level) or None,
+                                       image_col=None if image_col == "(none)" else image_col,
+                                       image_dir=image_dir, require_labels=True, confine_images=csv_file is not None)
+            summary = import_catalogue(store(), user, catalogue, name,
+                                       on_progress=lambda f, m: bar.progress(f, text=m))
+            st.success(f"Imported {summary.added:,} products into {len(summary.per_class)} categories "
+                       f"({summary.eval_rows:,} kept aside for evaluation; {summary.duplicates:,} already there, "
+                       f"{summary.unusable:,} rows without a label, text or photo).")
+            for line in catalogue.report.summary_lines()[:6]:
+                st.caption(line)
+
+# -- train --------------------------------------------------------------------------------
+st.subheader("Train a new version")
+labelled = labelled_products(store())
+st.caption(f"{len(labelled):,} labelled products ({int((labelled['split'] == 'eval').sum()):,} in the frozen "
+           f"evaluation slice, {int(labelled['reviewed_label'].notna().sum()):,} with a reviewer's decision).")
+if st.button("Train from the catalogue and the corrections", key="train_button", type="primary",
+             disabled=labelled.empty):
+    with friendly_errors("Could not start training: "):
+        start_training(store(), user)
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def training_status() -> None:
+    """Polls the job table, so progress shows whichever browser started the job."""
+    job = latest_job(store(), "train")
+    if job is None:
+        st.caption("No training yet.")
+        return
+    if job["state"] == "running":
+        st.progress(job["progress"] or 0.0, text=f"Training #{job['id']} ({job['user']}): {job['message'] or job['stage']}")
+    elif job["state"] == "done":
+        if st.session_state.setdefault("train_seen", job["id"]) != job["id"]:
+            st.session_state["train_seen"] = job["id"]
+            st.rerun(scope="app")  # the new version appears in the list above
+        version = (job["result"] or {}).get("version")
+        st.success(f"Training #{job['id']} finished: version {version}. Activate it above when it is better.")
+    else:
+        st.error(f"Training #{job['id']} failed: {job['error']}. The live model is unchanged.")
+
+
+training_status()

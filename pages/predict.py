@@ -1,0 +1,97 @@
+"""Predict: one product in, fused / text / image probabilities out, with the reasons
+(Grad-CAM over the photo, SHAP over the words, which model decided), then "correct?"."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import charts
+from core.review_queue import record_feedback
+from core.scoring import score_product
+from pages._shared import friendly_errors, live_classifier, percent, require_page, store
+
+user = require_page("predict")
+st.title("Predict a category")
+classifier, model = live_classifier()
+if classifier is None:
+    st.stop()
+
+with st.form("predict", clear_on_submit=False):
+    left, right = st.columns([1, 2])
+    photo = left.file_uploader("Product photo", type=["jpg", "jpeg", "png", "webp"], key="predict_photo",
+                               help="JPEG, PNG or WebP, up to 40 megapixels.")
+    text = right.text_area("Description", key="predict_text", height=150,
+                           placeholder="Product name and description, as in the catalogue")
+    submitted = st.form_submit_button("Classify", type="primary")
+
+if submitted:
+    st.session_state.pop("predict_result", None)
+    with friendly_errors("Could not classify: "):
+        result = score_product(store(), classifier, user, text=text, image=photo.getvalue() if photo else None)
+        st.session_state["predict_result"] = result
+        st.session_state.pop("predict_feedback", None)
+
+result = st.session_state.get("predict_result")
+if result is None or result.prediction.model_version != classifier.version:
+    st.stop()
+prediction = result.prediction
+
+# -- the answer -------------------------------------------------------------------------
+st.subheader(f"{prediction.label} · {percent(prediction.confidence)}")
+if prediction.disagree:
+    st.warning(f"The description says **{prediction.text_label}** but the photo looks like "
+               f"**{prediction.image_label}**. Check this product before trusting the category.", icon="⚠️")
+st.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
+
+# -- why --------------------------------------------------------------------------------
+st.subheader("Why")
+labels = list(prediction.labels)
+explained = st.selectbox("Explain the class", labels, index=labels.index(prediction.label), key="explain_class")
+cache = st.session_state.setdefault("explanations", {})
+key = (result.product_id, explained)
+if key not in cache:
+    from core.explain.service import explainer_for
+
+    with st.spinner("Explaining…"), friendly_errors("Could not explain: "):
+        image = result.image.image if result.image is not None else None
+        cache.clear()  # one product's explanations at a time
+        cache[key] = explainer_for(classifier).explain(text=result.text or None, image=image, class_label=explained)
+explanation = cache.get(key)
+if explanation is not None:
+    share = explanation.modality
+    st.caption(share.summary)
+    st.plotly_chart(charts.modality_bar(share), key="predict_modality")
+    photo_col, words_col = st.columns(2)
+    if explanation.gradcam is not None:
+        opacity = photo_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_opacity")
+        photo_col.plotly_chart(charts.gradcam_figure(explanation.image, explanation.gradcam.heatmap, opacity,
+                                                     title=f"Where the photo says “{explained}”"),
+                               key="predict_gradcam")
+    else:
+        photo_col.caption("No photo: the description decided alone.")
+    if explanation.text_shap is not None:
+        words_col.markdown(f"**Words for and against “{explained}”** (red pushes towards it, blue away)")
+        words_col.html(charts.text_shap_html(explanation.text_shap))
+    else:
+        words_col.caption("No description: the photo decided alone.")
+
+# -- correct? ---------------------------------------------------------------------------
+st.subheader("Is this right?")
+done = st.session_state.get("predict_feedback")
+if done:
+    st.success(done)
+else:
+    accept_col, correct_col = st.columns([1, 2])
+    if accept_col.button(f"Yes, it is {prediction.label}", key="feedback_accept", type="primary"):
+        with friendly_errors("Could not save: "):
+            record_feedback(store(), user, result.product_id, prediction_id=result.prediction_id)
+            st.session_state["predict_feedback"] = f"Saved: {prediction.label} confirmed."
+            st.rerun()
+    others = [label for label in labels if label != prediction.label]
+    right = correct_col.selectbox("No, the right category is", others, index=None, key="feedback_label",
+                                  placeholder="Search a category…")
+    if correct_col.button("Save correction", key="feedback_correct", disabled=right is None):
+        with friendly_errors("Could not save: "):
+            record_feedback(store(), user, result.product_id, correct_label=right, prediction_id=result.prediction_id)
+            st.session_state["predict_feedback"] = f"Saved: corrected to {right}."
+            st.rerun()
