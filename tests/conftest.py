@@ -263,3 +263,36 @@ def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- app home
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real model bundle, trained once per test session (see app_home.py)."""
+    import os
+
+    from app_home import train_tiny_bundle
+
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    previous = os.environ.get("STUDIO_HOME")
+    os.environ["STUDIO_HOME"] = str(root / "home")
+    try:
+        return train_tiny_bundle(root)
+    finally:
+        if previous is None:
+            os.environ.pop("STUDIO_HOME", None)
+        else:
+            os.environ["STUDIO_HOME"] = previous
+
+
+@pytest.fixture
+def app_home(tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh STUDIO_HOME with the tiny model live and users admin / rita (reviewer) /
+    victor (viewer); passwords in app_home.PASSWORDS."""
+    from app_home import build_app_home
+
+    built = build_app_home(tmp_path / "app_home", tiny_bundle)
+    monkeypatch.setenv("STUDIO_HOME", str(built.home))
+    return built
