@@ -9,6 +9,7 @@ anything is extracted (no absolute paths, no `..`, bounded size and count).
 from __future__ import annotations
 
 import io
+import shutil
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -74,7 +75,16 @@ def stage_upload(csv_bytes: bytes, csv_name: str = "batch.csv", zip_bytes: bytes
         raise InputError(f"{csv_name}: file is empty (no rows)")
     folder = get_settings().data_dir / "uploads" / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
-    csv_path = folder / (Path(csv_name).name or "batch.csv")
+    try:
+        return _stage(folder, csv_bytes, csv_name, zip_bytes, encoding)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused upload leaves nothing behind
+        raise
+
+
+def _stage(folder: Path, csv_bytes: bytes, csv_name: str, zip_bytes: bytes | None, encoding: str) -> StagedUpload:
+    name = Path(csv_name.replace("\\", "/")).name
+    csv_path = folder / (name if name not in ("", ".", "..", "images") else "batch.csv")
     csv_path.write_bytes(csv_bytes)
     frame = read_csv(csv_path, encoding=encoding)
     if len(frame) > MAX_ROWS:

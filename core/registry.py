@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.auth import User, require
-from core.bundle import is_bundle, read_metadata
+from core.bundle import METADATA, is_bundle, read_metadata
 from core.errors import InputError
 from core.settings import get_settings
 from core.store import Store, from_json, to_json, utc_now
@@ -23,12 +23,31 @@ def _row(path: Path, metadata: dict, created_by: str | None) -> dict:
             "created_by": created_by, "created_at": metadata.get("created_at") or utc_now()}
 
 
+def _read_bundle(path: Path) -> dict:
+    """The bundle's metadata; InputError when `path` holds no readable, versioned bundle."""
+    if not is_bundle(path):
+        raise InputError(f"{path} is not a model bundle")
+    try:
+        metadata = read_metadata(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable {METADATA} ({exc})") from None
+    if not isinstance(metadata, dict) or not metadata.get("version"):
+        raise InputError(f"{path}: {METADATA} has no version")
+    return metadata
+
+
+def _version_on_disk(path: Path) -> str | None:
+    """The version of the bundle now at `path`; None if there is none (deleted, broken)."""
+    try:
+        return str(_read_bundle(path)["version"])
+    except InputError:
+        return None
+
+
 def register_model(store: Store, path: str | Path, *, created_by: str | None = None, activate: bool = False) -> str:
     """Record a saved bundle (idempotent); returns its version id."""
     path = Path(path)
-    if not is_bundle(path):
-        raise InputError(f"{path} is not a model bundle")
-    metadata = read_metadata(path)
+    metadata = _read_bundle(path)
     with store.transaction() as db:
         db["models"].insert(_row(path, metadata, created_by), ignore=True)
         db.execute("UPDATE models SET path = ?, name = ? WHERE version = ?",
@@ -41,23 +60,28 @@ def register_model(store: Store, path: str | Path, *, created_by: str | None = N
 def sync_models(store: Store) -> list[str]:
     """Register bundles found under the models folder and make sure one is active (the
     newest) when any exists. Returns the newly registered versions."""
-    known = {row["path"] for row in store.query("SELECT path FROM models")}
+    known = {row["version"]: row["path"] for row in store.query("SELECT version, path FROM models")}
     found = []
     models_dir = get_settings().models_dir
     if models_dir.is_dir():
         for path in sorted(models_dir.iterdir()):
-            if is_bundle(path) and str(path.resolve()) not in known:
+            version = _version_on_disk(path)  # a broken folder is skipped, not fatal
+            if version is None:
+                continue
+            # new, or known but no longer where it was recorded (moved, or its folder was
+            # retrained in place and holds another version now)
+            if version not in known or _version_on_disk(Path(known[version])) != version:
                 found.append(register_model(store, path, created_by="disk"))
+                known[version] = str(path.resolve())
     with store.transaction() as db:
-        # a bundle deleted from disk cannot stay live
+        # a bundle deleted (or replaced by another version) on disk cannot stay, live or not
         for row in db.execute("SELECT version, path FROM models").fetchall():
-            if not is_bundle(Path(row["path"])):
-                db.execute("DELETE FROM models WHERE version = ? AND active = 0", [row["version"]])
+            if _version_on_disk(Path(row["path"])) != row["version"]:
+                db.execute("DELETE FROM models WHERE version = ?", [row["version"]])
         if not db.execute("SELECT 1 FROM models WHERE active = 1").fetchone():
-            newest = db.execute("SELECT version, path FROM models ORDER BY created_at DESC").fetchall()
-            newest = [r for r in newest if is_bundle(Path(r["path"]))]
+            newest = db.execute("SELECT version FROM models ORDER BY created_at DESC, version DESC").fetchone()
             if newest:
-                _activate(db, newest[0]["version"])
+                _activate(db, newest["version"])
     return found
 
 
@@ -72,7 +96,7 @@ def activate(store: Store, user: User, version: str) -> None:
     row = store.one("SELECT path FROM models WHERE version = ?", [version])
     if row is None:
         raise InputError(f"no model version '{version}'")
-    if not is_bundle(Path(row["path"])):
+    if _version_on_disk(Path(row["path"])) != version:
         raise InputError(f"the files of model {version} are gone from {row['path']}")
     previous = live_model(store)
     with store.transaction() as db:

@@ -29,13 +29,16 @@ ORDERS: dict[str, str] = {
 DEFAULT_ORDER = "least confidence"
 
 # Products with a prediction and no accept/correct decision, each with its latest prediction,
-# minus those this reviewer skipped and those another reviewer holds right now.
-_PENDING = """
+# minus those this reviewer skipped ...
+_OPEN = """
 FROM predictions p
 JOIN (SELECT product_id, MAX(id) AS id FROM predictions GROUP BY product_id) latest ON latest.id = p.id
 JOIN products pr ON pr.id = p.product_id
 WHERE NOT EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = p.product_id
                   AND (r.decision IN ('accept', 'correct') OR (r.decision = 'skip' AND r.reviewer = :user)))
+"""
+# ... and those another reviewer holds right now.
+_PENDING = _OPEN + """
   AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.product_id = p.product_id AND c.user != :user
                   AND c.expires_at > :now)
 """
@@ -76,8 +79,9 @@ def _item(row: dict, expires_at: float) -> QueueItem:
 
 
 def pending_count(store: Store, user: User | None = None) -> int:
-    """Items left for `user` (everyone's open items when None)."""
-    row = store.one(f"SELECT COUNT(*) AS n {_PENDING}", {"user": user.username if user else "", "now": time.time()})
+    """Items left for `user` (everyone's open items when None, claimed ones included)."""
+    row = store.one(f"SELECT COUNT(*) AS n {_PENDING if user else _OPEN}",
+                    {"user": user.username if user else "", "now": time.time()})
     return int(row["n"]) if row else 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import sqlite_utils
 
 from core.auth import User, require
-from core.catalog import normalize_text
+from core.catalog import join_text
 from core.classifier import Classifier, Prediction
 from core.errors import InputError
 from core.store import Store, to_json, utc_now
@@ -42,7 +42,9 @@ def margin(probs: np.ndarray) -> float:
 
 
 def clean_text(text: str | None) -> str:
-    text = normalize_text(text or "")
+    """Whitespace collapsed, case kept: the same text a catalogue row gives (`join_text`),
+    so the stored product reads as typed (normalize_text lower-cases: a duplicate key only)."""
+    text = join_text([text or ""])
     if len(text) > MAX_TEXT_CHARS:
         raise InputError(f"the description is too long ({len(text):,} characters, at most {MAX_TEXT_CHARS:,})")
     return text

@@ -21,7 +21,9 @@ from core.images import content_hash, open_image
 from core.settings import get_settings
 from core.store import utc_now
 
-SAVE_AS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+# MPO (phone cameras: a JPEG with extra frames) is kept as .jpg so browsers and st.image know it
+SAVE_AS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+           "TIFF": ".tif"}
 
 
 @dataclass(frozen=True)
