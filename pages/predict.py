@@ -38,6 +38,7 @@ prediction = result.prediction
 
 # -- the answer -------------------------------------------------------------------------
 st.subheader(f"{prediction.label} · {percent(prediction.confidence)}")
+st.caption(f"Product #{result.product_id} · model {prediction.model_version} · {result.latency_ms:.0f} ms")
 if prediction.disagree:
     st.warning(f"The description says **{prediction.text_label}** but the photo looks like "
                f"**{prediction.image_label}**. Check this product before trusting the category.", icon="⚠️")
@@ -59,7 +60,8 @@ if key not in cache:
 explanation = cache.get(key)
 if explanation is not None:
     share = explanation.modality
-    st.caption(share.summary)
+    st.caption(f"{share.summary} (product #{result.product_id}, explained in "
+               f"{explanation.timings.get('total', 0):.1f} s)")
     st.plotly_chart(charts.modality_bar(share), key="predict_modality")
     photo_col, words_col = st.columns(2)
     if explanation.gradcam is not None:
