@@ -295,3 +295,22 @@ def class_distribution(frame: pd.DataFrame | None, title: str = "") -> go.Figure
 def text_shap_html(result: Any) -> str:
     """A TextShapResult as coloured HTML (the pages' one call)."""
     return shap_text_html(shap_segments(result), [t.value for t in result.tokens])
+
+
+def training_curves(history: dict[str, dict[str, list[float]]] | None, title: str = "") -> go.Figure:
+    """Loss and accuracy per epoch of each model's final fit (from the bundle's metadata
+    `history`: {"text": {"loss": [...], "accuracy": [...]}, "image": {...}})."""
+    from plotly.subplots import make_subplots
+
+    series = [(model, metric, values) for model, curves in (history or {}).items()
+              for metric, values in (curves or {}).items() if metric in ("loss", "accuracy") and values]
+    if not series:
+        return empty_figure(title)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    for model, metric, values in series:
+        fig.add_trace(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
+                                 name=f"{model} {metric}", legendgroup=model,
+                                 line_color=SOURCE_COLOURS.get(model, "#555")),
+                      row=1, col=1 if metric == "loss" else 2)
+    fig.update_xaxes(title_text="epoch")
+    return _layout(fig, title, height=300)

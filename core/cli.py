@@ -26,13 +26,13 @@ def _cols(value: str) -> list[str]:
     return cols
 
 
-def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None) -> None:
+def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None, required: bool = True) -> None:
     """The CSV mapping flags shared by train, predict, evaluate and suspects."""
-    p.add_argument("--data", required=True, type=Path, help="catalogue CSV")
-    p.add_argument("--text-cols", required=True, type=_cols, metavar="A[,B…]",
+    p.add_argument("--data", required=required, type=Path, help="catalogue CSV")
+    p.add_argument("--text-cols", required=required, type=_cols, metavar="A[,B…]",
                    help="text columns, joined in this order")
     if label is not None:
-        p.add_argument("--label-col", required=label, metavar="L", help="label column")
+        p.add_argument("--label-col", required=label and required, metavar="L", help="label column")
         p.add_argument("--label-level", type=int, metavar="N",
                        help='take level N (1 = top) of a category tree like ["A >> B >> C"]')
     p.add_argument("--image-col", metavar="I", help="column with image file names, paths or URLs")
@@ -47,9 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model bundle from a labelled catalogue")
-    _add_mapping(p, label=True)
-    p.add_argument("--out", required=True, type=Path, metavar="MODEL_DIR")
+    p = sub.add_parser("train", help="train a model bundle from a labelled catalogue, or from the app's database")
+    _add_mapping(p, label=True, required=False)
+    p.add_argument("--from-store", action="store_true",
+                   help="train on the database: imported catalogues + reviewers' decisions (latest wins); "
+                        "the new version is registered (made live only if none is)")
+    p.add_argument("--out", type=Path, metavar="MODEL_DIR", help="bundle folder (default with --from-store: "
+                   "models/<version>)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N times (seeds seed…seed+N-1) and report validation metrics as mean ± std; "
+                        "the first seed's bundle is saved")
     p.add_argument("--text-arch", choices=TEXT_ARCHS, default=DEFAULT_TEXT_ARCH)
     p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
     p.add_argument("--no-pretrained", action="store_true",
@@ -72,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled catalogue (JSON on stdout)")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     _add_mapping(p, label=True)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("suspects", help="rank catalogue rows by how likely their label is wrong (CSV out)")
+    _add_mapping(p, label=True)
+    p.add_argument("--out", required=True, type=Path, metavar="CSV", help="input rows, most suspect first, "
+                   "with suspect_score, suggested_label, suspected")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
+    p.add_argument("--no-pretrained", action="store_true", help="random backbone weights (offline tests)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("demo", help="train the demo model on the shared Flipkart catalogue if there is none")
@@ -103,26 +120,102 @@ def _report(catalogue, quiet: bool) -> None:
             print(line, file=sys.stderr)
 
 
-def cmd_train(args) -> int:
-    from core.train import TrainConfig, Trainer
+def _train_config(args, seed: int):
+    from core.train import TrainConfig
 
-    catalogue = _load(args, require_labels=True)
-    _report(catalogue, args.quiet)
     if not 0 <= args.val_fraction < 0.9:
         raise InputError(f"--val-fraction must be in [0, 0.9), got {args.val_fraction}")
     if args.folds < 2:
         raise InputError(f"--folds must be 2 or more, got {args.folds}")
-    config = TrainConfig(text_arch=args.text_arch, backbone=args.backbone,
-                         weights=None if args.no_pretrained else "imagenet", folds=args.folds,
-                         val_fraction=args.val_fraction, seed=args.seed, text_epochs=args.epochs,
-                         finetune=args.finetune)
-    classifier = Trainer(config, verbose=not args.quiet).fit(catalogue)
-    path = classifier.save(args.out)
-    summary = {"model": str(path), "version": classifier.version,
-               "train_seconds": classifier.metadata["train_seconds"],
+    return TrainConfig(text_arch=args.text_arch, backbone=args.backbone,
+                       weights=None if args.no_pretrained else "imagenet", folds=args.folds,
+                       val_fraction=args.val_fraction, seed=seed, text_epochs=args.epochs, finetune=args.finetune)
+
+
+def _seed_summary(runs: list[dict]) -> dict:
+    """mean ± std of each validation metric over the seeds' runs."""
+    import numpy as np
+
+    out = {}
+    for part in ("fused", "text", "image"):
+        for metric in ("accuracy", "macro_f1"):
+            values = [r[part][metric] for r in runs if r.get(part, {}).get(metric) is not None]
+            if values:
+                out.setdefault(part, {})[metric] = {"mean": round(float(np.mean(values)), 6),
+                                                    "std": round(float(np.std(values)), 6), "n": len(values)}
+    return out
+
+
+def cmd_train(args) -> int:
+    from core.train import Trainer
+
+    if args.seeds < 1:
+        raise InputError(f"--seeds must be 1 or more, got {args.seeds}")
+    if args.from_store:
+        return _train_from_store(args)
+    missing = [flag for flag, value in (("--data", args.data), ("--text-cols", args.text_cols),
+                                        ("--label-col", args.label_col), ("--out", args.out)) if value is None]
+    if missing:
+        raise InputError(f"train needs {', '.join(missing)} (or --from-store)")
+    catalogue = _load(args, require_labels=True)
+    _report(catalogue, args.quiet)
+    runs, first = [], None
+    for k in range(args.seeds):
+        classifier = Trainer(_train_config(args, args.seed + k), verbose=not args.quiet).fit(catalogue)
+        runs.append(classifier.metadata["metrics"]["validation"])
+        if first is None:
+            first = classifier
+            path = classifier.save(args.out)  # saved at once: a later seed failing keeps it
+    summary = {"model": str(path), "version": first.version, "train_seconds": first.metadata["train_seconds"],
                "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
-                              for k, v in classifier.metadata["metrics"]["validation"].items() if k != "rows"}}
+                              for k, v in runs[0].items() if k != "rows"}}
+    if args.seeds > 1:
+        summary["seeds"] = {"seeds": list(range(args.seed, args.seed + args.seeds)), **_seed_summary(runs)}
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _train_from_store(args) -> int:
+    from core.auth import User
+    from core.jobs import get_job
+    from core.retrain import start_training
+    from core.store import Store
+
+    if args.data is not None:
+        raise InputError("--from-store trains on the database; leave out --data")
+    store = Store()
+    runs = []
+    for k in range(args.seeds):
+        job_id = start_training(store, User(0, "cli", "admin"), _train_config(args, args.seed + k), background=False,
+                                out=args.out if k == 0 else None)
+        runs.append(get_job(store, job_id)["result"])
+    first = runs[0]
+    summary = {"model": first["path"], "version": first["version"], "registered": True,
+               "trained_from": first.get("trained_from"),
+               "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
+                              for k, v in first["metrics"]["validation"].items() if k != "rows"},
+               "eval_slice": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
+                              for k, v in (first["metrics"].get("eval_slice") or {}).items() if k != "rows"}}
+    if args.seeds > 1:
+        summary["seeds"] = {"seeds": list(range(args.seed, args.seed + args.seeds)),
+                            **_seed_summary([r["metrics"]["validation"] for r in runs])}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_suspects(args) -> int:
+    from core.suspects import find_suspects, ranked_frame
+
+    catalogue = _load(args, require_labels=True)
+    _report(catalogue, args.quiet)
+    result = find_suspects(catalogue, folds=args.folds, seed=args.seed, backbone=args.backbone,
+                           weights=None if args.no_pretrained else "imagenet",
+                           on_progress=None if args.quiet else lambda f, m: print(f"{m}…", file=sys.stderr))
+    frame = ranked_frame(catalogue, result)
+    _atomic_write_csv(frame, args.out)
+    if not args.quiet:
+        print(f"wrote {len(frame)} rows to {args.out}: {int(result.flagged.sum())} suspected mislabels "
+              f"(of {len(result.rows)} scored)", file=sys.stderr)
     return 0
 
 
@@ -217,7 +310,8 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
-            "explain": cmd_explain, "serve": cmd_serve}
+            "explain": cmd_explain, "serve": cmd_serve,
+            "suspects": cmd_suspects}
 
 
 def main(argv: list[str] | None = None) -> int:

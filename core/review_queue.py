@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.auth import User, require
 from core.errors import InputError
-from core.store import DECISIONS, Store, from_json, utc_now
+from core.store import DECISIONS, Store, from_json, to_json, utc_now
 from core.uploads import image_path
 
 CLAIM_SECONDS = 10 * 60
@@ -27,6 +27,7 @@ ORDERS: dict[str, str] = {
     "text–image disagreement": "p.disagree DESC, p.confidence ASC, p.id ASC",
 }
 DEFAULT_ORDER = "least confidence"
+SUSPECTS = "suspected mislabels"  # catalogue items whose label confident learning doubts (core.suspects)
 
 # Products with a prediction and no accept/correct decision, each with its latest prediction,
 # minus those this reviewer skipped ...
@@ -38,16 +39,26 @@ WHERE NOT EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = p.product_id
                   AND (r.decision IN ('accept', 'correct') OR (r.decision = 'skip' AND r.reviewer = :user)))
 """
 # ... and those another reviewer holds right now.
-_PENDING = _OPEN + """
-  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.product_id = p.product_id AND c.user != :user
-                  AND c.expires_at > :now)
+_NOT_HELD = """
+  AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.product_id = {key} AND c.user != :user AND c.expires_at > :now)
 """
+_PENDING = _OPEN + _NOT_HELD.format(key="p.product_id")
+
+# Flagged catalogue items nobody decided since the suspects run (or this reviewer skipped).
+_SUSPECTS_OPEN = """
+FROM suspects s
+JOIN products pr ON pr.id = s.product_id
+WHERE s.flagged = 1
+  AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = s.product_id AND r.created_at >= s.created_at
+                  AND (r.decision IN ('accept', 'correct') OR (r.decision = 'skip' AND r.reviewer = :user)))
+"""
+_SUSPECTS_PENDING = _SUSPECTS_OPEN + _NOT_HELD.format(key="s.product_id")
 
 
 @dataclass
 class QueueItem:
     product_id: int
-    prediction_id: int
+    prediction_id: int | None  # None for a suspected mislabel (the catalogue's label is reviewed)
     text: str
     image_path: Path | None
     model_version: str
@@ -78,10 +89,26 @@ def _item(row: dict, expires_at: float) -> QueueItem:
         claim_expires_at=expires_at)
 
 
-def pending_count(store: Store, user: User | None = None) -> int:
+def _suspect_item(row: dict, expires_at: float) -> QueueItem:
+    probs = from_json(row["probs"])
+    labels = from_json(row["labels"])
+    given = row["given_label"]
+    return QueueItem(
+        product_id=row["product_id"], prediction_id=None, text=row["text"] or "",
+        image_path=image_path(row["image_hash"]) if row["image_hash"] else None, model_version="suspects",
+        labels=labels, fused=probs, text_probs=None, image_probs=None, label=given,
+        confidence=probs[labels.index(given)] if given in labels else 0.0, margin=0.0, disagree=False,
+        source=row["source"], claim_expires_at=expires_at,
+        extra={"suspect_score": row["score"], "suggested_label": row["suggested_label"]})
+
+
+def pending_count(store: Store, user: User | None = None, order: str = DEFAULT_ORDER) -> int:
     """Items left for `user` (everyone's open items when None, claimed ones included)."""
-    row = store.one(f"SELECT COUNT(*) AS n {_PENDING if user else _OPEN}",
-                    {"user": user.username if user else "", "now": time.time()})
+    if order == SUSPECTS:
+        sql = _SUSPECTS_PENDING if user else _SUSPECTS_OPEN
+    else:
+        sql = _PENDING if user else _OPEN
+    row = store.one(f"SELECT COUNT(*) AS n {sql}", {"user": user.username if user else "", "now": time.time()})
     return int(row["n"]) if row else 0
 
 
@@ -89,24 +116,29 @@ def claim_next(store: Store, user: User, order: str = DEFAULT_ORDER, *, ttl: flo
     """The reviewer's current item (kept across page reloads) or the next one by `order`,
     claimed for `ttl` seconds. None when the queue is empty for them."""
     require(user, "review")
-    if order not in ORDERS:
-        raise InputError(f"unknown queue order '{order}'; choose one of {', '.join(ORDERS)}")
+    if order == SUSPECTS:
+        columns, pending, key, order_by, build = ("s.*, pr.text, pr.image_hash, pr.source", _SUSPECTS_PENDING,
+                                                  "s.product_id", "s.score DESC, s.product_id ASC", _suspect_item)
+    elif order in ORDERS:
+        columns, pending, key, order_by, build = ("p.*, pr.text, pr.image_hash, pr.source", _PENDING,
+                                                  "p.product_id", ORDERS[order], _item)
+    else:
+        raise InputError(f"unknown queue order '{order}'; choose one of {', '.join([*ORDERS, SUSPECTS])}")
     now = time.time()
     params = {"user": user.username, "now": now}
-    columns = "p.*, pr.text, pr.image_hash, pr.source"
     with store.transaction() as db:
         db.execute("DELETE FROM claims WHERE expires_at <= ?", [now])
-        mine = "AND EXISTS (SELECT 1 FROM claims c WHERE c.product_id = p.product_id AND c.user = :user)"
-        row = db.execute(f"SELECT {columns} {_PENDING} {mine} ORDER BY {ORDERS[order]} LIMIT 1", params).fetchone()
+        mine = f"AND EXISTS (SELECT 1 FROM claims c WHERE c.product_id = {key} AND c.user = :user)"
+        row = db.execute(f"SELECT {columns} {pending} {mine} ORDER BY {order_by} LIMIT 1", params).fetchone()
         if row is None:
-            row = db.execute(f"SELECT {columns} {_PENDING} ORDER BY {ORDERS[order]} LIMIT 1", params).fetchone()
+            row = db.execute(f"SELECT {columns} {pending} ORDER BY {order_by} LIMIT 1", params).fetchone()
         if row is None:
             return None
         row = dict(row)
         db.execute("DELETE FROM claims WHERE user = ? AND product_id != ?", [user.username, row["product_id"]])
         db["claims"].upsert({"product_id": row["product_id"], "user": user.username, "expires_at": now + ttl},
                             pk="product_id")
-    return _item(row, now + ttl)
+    return build(row, now + ttl)
 
 
 def release(store: Store, user: User, product_id: int | None = None) -> None:
@@ -133,10 +165,10 @@ def record_review(store: Store, user: User, product_id: int, decision: str, *, n
             prediction_id = found[0] if found else None
         pred = db.execute("SELECT label, labels, model_version, product_id FROM predictions WHERE id = ?",
                           [prediction_id]).fetchone() if prediction_id is not None else None
-        if pred is None or pred["product_id"] != product_id:
-            if db.execute("SELECT 1 FROM products WHERE id = ?", [product_id]).fetchone() is None:
-                raise InputError(f"no product {product_id}")
-            raise InputError(f"product {product_id} has no prediction to review")
+        if pred is not None and pred["product_id"] != product_id:
+            raise InputError(f"prediction {prediction_id} is not of product {product_id}")
+        if pred is None:
+            pred = _catalogue_label(db, product_id)  # a catalogue item: its own label is what is reviewed
         old_label = pred["label"]
         if decision == "correct":
             known = from_json(pred["labels"])
@@ -155,6 +187,22 @@ def record_review(store: Store, user: User, product_id: int, decision: str, *, n
             "model_version": pred["model_version"], "created_at": utc_now()}).last_pk
         db.execute("DELETE FROM claims WHERE product_id = ? AND user = ?", [product_id, user.username])
     return review_id
+
+
+def _catalogue_label(db, product_id: int) -> dict:
+    """A product with no prediction (an imported catalogue item): its current label (the
+    latest decision, else the catalogue's) and the categories it may be corrected to."""
+    row = db.execute("SELECT true_label FROM products WHERE id = ?", [product_id]).fetchone()
+    if row is None:
+        raise InputError(f"no product {product_id}")
+    last = db.execute("SELECT new_label FROM reviews WHERE product_id = ? AND decision IN ('accept', 'correct') "
+                      "ORDER BY id DESC LIMIT 1", [product_id]).fetchone()
+    label = last[0] if last else row[0]
+    if label is None:
+        raise InputError(f"product {product_id} has neither a prediction nor a label to review")
+    known = [r[0] for r in db.execute("SELECT DISTINCT true_label FROM products WHERE true_label IS NOT NULL "
+                                      "UNION SELECT DISTINCT new_label FROM reviews WHERE new_label IS NOT NULL")]
+    return {"label": label, "labels": to_json(sorted(known)), "model_version": None}
 
 
 def record_feedback(store: Store, user: User, product_id: int, *, correct_label: str | None = None,

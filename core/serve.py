@@ -2,9 +2,9 @@
 
 1. the database (migrated) and a first admin: from STUDIO_ADMIN_USER/PASSWORD, or a
    one-time password printed here;
-2. a live model: the demo bundle, trained once on the demo catalogue when it is there
-   (`../shared/data/flipkart`, or STUDIO_DEMO_DATA), with that catalogue imported so the
-   app can retrain from it; without demo data the app explains how to import one;
+2. a live model: the demo catalogue (`../shared/data/flipkart`, or STUDIO_DEMO_DATA) is
+   imported once and the demo bundle trained from the database, so its frozen evaluation
+   slice stays unseen; without demo data the app explains how to import one;
 3. `streamlit run streamlit_app.py` in the foreground.
 """
 
@@ -21,7 +21,8 @@ SYSTEM = "system"
 def prepare(*, demo: bool = True, log=print) -> str | None:
     """Steps 1 and 2; returns the one-time admin password when one was created."""
     from core.auth import User, ensure_first_admin
-    from core.demo import demo_data_dir, demo_model_dir, ensure_demo_model
+    from core.bundle import is_bundle
+    from core.demo import demo_data_dir, demo_model_dir
     from core.registry import register_model, sync_models
     from core.store import Store
 
@@ -30,12 +31,7 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
     sync_models(store)
     data = demo_data_dir()
     if demo and (data / "products.csv").is_file():
-        fresh = not (demo_model_dir() / "metadata.json").exists()
-        if fresh:
-            log(f"Training the demo model on {data} (once; about two minutes)…")
-        path = ensure_demo_model(data, verbose=fresh)
-        register_model(store, path, created_by=SYSTEM)
-        sync_models(store)
+        system = User(0, SYSTEM, "admin")
         if store.one("SELECT COUNT(*) AS n FROM products WHERE source = 'catalogue:demo'")["n"] == 0:
             from core.catalog import load_catalogue
             from core.training_data import import_catalogue
@@ -43,8 +39,17 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
             catalogue = load_catalogue(data / "products.csv", text_cols=["product_name", "description"],
                                        label_col="product_category_tree", label_level=1, image_col="image",
                                        image_dir=data / "images", require_labels=True)
-            summary = import_catalogue(store, User(0, SYSTEM, "admin"), catalogue, "demo")
-            log(f"Imported the demo catalogue: {summary.added} products.")
+            summary = import_catalogue(store, system, catalogue, "demo")
+            log(f"Imported the demo catalogue from {data}: {summary.added} products "
+                f"({summary.eval_rows} frozen for evaluation).")
+        if not is_bundle(demo_model_dir()):
+            # trained from the database, so the frozen evaluation slice stays unseen
+            from core.retrain import start_training
+
+            log("Training the demo model (once; about two minutes)…")
+            start_training(store, system, background=False, out=demo_model_dir())
+        register_model(store, demo_model_dir(), created_by=SYSTEM)
+        sync_models(store)
     elif store.one("SELECT 1 AS x FROM models LIMIT 1") is None:
         log("No model yet and no demo catalogue: log in as admin and import one on the Models page.")
     return one_time

@@ -108,7 +108,17 @@ def _v2_jobs(db: sqlite_utils.Database) -> None:
     db["jobs"].create_index(["kind", "state"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs]
+def _v3_suspects(db: sqlite_utils.Database) -> None:
+    """Suspected mislabels of the catalogue (confident learning), one row per product
+    from the latest run, feeding the review queue of their own."""
+    db["suspects"].create({
+        "product_id": int, "score": float, "given_label": str, "suggested_label": str, "flagged": int,
+        "labels": str, "probs": str, "job_id": int, "created_at": str,
+    }, pk="product_id", not_null={"score", "given_label"}, foreign_keys=[("product_id", "products", "id")])
+    db["suspects"].create_index(["flagged", "score"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

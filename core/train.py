@@ -83,8 +83,12 @@ class Trainer:
     """Fits all parts of a bundle and returns a ready Classifier."""
 
     def __init__(self, config: TrainConfig | None = None, *, verbose: bool = True,
-                 on_progress: ProgressFn | None = None, log: Callable[[str], None] | None = None):
+                 on_progress: ProgressFn | None = None, log: Callable[[str], None] | None = None,
+                 callbacks: Callable[[str], list] | None = None):
+        """`callbacks(stage)`: extra Keras callbacks for the final fits ("text model",
+        "image model"): progress reports, TensorBoard logs."""
         self.config = config or TrainConfig()
+        self.callbacks = callbacks or (lambda stage: [])
         self.verbose = verbose
         self.on_progress = on_progress or (lambda stage, fraction: None)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if verbose else None)
@@ -163,12 +167,12 @@ class Trainer:
             self.log(f"text model ({cfg.text_arch}) on {len(text_rows)} rows")
             text_model = self._text_model(len(labels)).fit(
                 [texts[i] for i in text_rows], y[text_rows], featurizer=featurizer, features=features,
-                verbose=1 if self.verbose else 0)
+                verbose=1 if self.verbose else 0, callbacks=self.callbacks("text model"))
         if image_model is not None:
             rows = train[has_image[train]]
             self.on_progress("image model", 0.85)
             self.log(f"image head on {len(rows)} rows")
-            image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows])
+            image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows], callbacks=self.callbacks("image model"))
             if cfg.finetune:
                 self.log(f"fine-tuning the top block of {cfg.backbone} on {len(rows)} images")
                 image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
@@ -178,6 +182,9 @@ class Trainer:
         metrics = self._validate(classifier, texts, paths, y, val) if len(val) else {}
         classifier.metadata = self._metadata(catalogue, labels, y, train, val, has_text, has_image, metrics,
                                              fusion, time.time() - started, texts, labels_raw, paths)
+        classifier.metadata["history"] = {  # per-epoch curves of the final fits, for the Models page
+            name: getattr(model, "history", None) or {} for name, model in (("text", text_model), ("image", image_model))
+            if model is not None}
         self.on_progress("done", 1.0)
         return classifier
 

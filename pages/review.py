@@ -51,7 +51,7 @@ with friendly_errors():
 
     accept_col, skip_col, _ = st.columns([2, 1, 3])
     if accept_col.button(f"Accept “{item.label}”", type="primary", key="review_accept"):
-        decide("accept")
+        decide("skip")
     if skip_col.button("Skip", key="review_skip"):
         decide("skip")
     with st.form(f"correct_{item.product_id}"):

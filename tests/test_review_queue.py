@@ -232,10 +232,10 @@ def test_bad_decisions_and_products(store, users, products):
 
     with store.transaction() as db:
         unscored = insert_product(db, "not scored", None, "test", None)
-    with pytest.raises(InputError, match="has no prediction"):
+    with pytest.raises(InputError, match="has neither a prediction nor a label"):
         record_review(store, users["rev1"], unscored, "accept")
     a_prediction = store.one("SELECT id FROM predictions WHERE product_id = ?", [products["A"]])["id"]
-    with pytest.raises(InputError, match="has no prediction"):  # a prediction of another product
+    with pytest.raises(InputError, match="is not of product"):  # a prediction of another product
         record_review(store, users["rev1"], products["B"], "accept", prediction_id=a_prediction)
     assert count(store, "reviews") == 0
 

@@ -18,7 +18,7 @@ from core.settings import REPO_ROOT
 from core.store import MIGRATIONS, SCHEMA_VERSION, Store
 from studio_helpers import LABELS, add_predicted_product, cheap_hashes, count, make_users
 
-TABLES = {"users", "images", "products", "predictions", "reviews", "models", "claims", "audit", "jobs"}
+TABLES = {"users", "images", "products", "predictions", "reviews", "models", "claims", "audit", "jobs", "suspects"}
 
 
 def tables(path: Path) -> set[str]:
