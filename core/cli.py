@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_parser(sub)
     from core.serve import add_parser as add_serve_parser
 
+    p = sub.add_parser("job-worker", help=argparse.SUPPRESS)  # a background job's process (core.jobs)
+    p.add_argument("job_id", type=int)
+
     add_serve_parser(sub)
     return parser
 
@@ -303,6 +306,12 @@ def cmd_explain(args) -> int:
     return run(args)
 
 
+def cmd_job_worker(args) -> int:
+    from core.jobs import run_worker
+
+    return run_worker(args.job_id)
+
+
 def cmd_serve(args) -> int:
     from core.serve import command
 
@@ -310,7 +319,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
-            "explain": cmd_explain, "serve": cmd_serve,
+            "explain": cmd_explain, "serve": cmd_serve, "job-worker": cmd_job_worker,
             "suspects": cmd_suspects}
 
 

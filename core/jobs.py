@@ -1,5 +1,12 @@
-"""Long work (training) outside the Streamlit script: a worker thread whose state and
-progress live in the `jobs` table, so any page, another browser or a reload shows it.
+"""Long work (training) outside the Streamlit script: a worker *process* (or, for plain
+callables, a thread) whose state and progress live in the `jobs` table, so any page,
+another browser or a reload shows it.
+
+Training runs in its own process, not a server thread: Streamlit calls
+`keras.backend.clear_session()` after every script run (every progress poll), which
+resets Keras' layer naming in all threads of the server and broke models being built
+on a training thread ("The name 'dropout' is used 2 times"). A process also keeps the
+UI responsive (no shared GIL) and survives a browser closing.
 
 One job of a kind at a time: the check and the insert share one write transaction. A
 job whose process died (server restart) is marked failed on the next look, from its
@@ -8,7 +15,10 @@ pid and heartbeat, so a crash never leaves a phantom "running" job blocking the 
 
 from __future__ import annotations
 
+import importlib
 import os
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -17,6 +27,7 @@ from typing import Callable
 
 from core.auth import User, require
 from core.errors import InputError, one_line
+from core.settings import REPO_ROOT, get_settings
 from core.store import Store, from_json, to_json, utc_now
 
 ACTIVE = ("queued", "running")
@@ -63,21 +74,72 @@ def _reap(db, kind: str | None = None) -> None:
     """Mark jobs whose worker is gone as failed."""
     sql = "SELECT id, pid, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
     for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall():
-        gone = (row["pid"] != os.getpid() and not _alive(row["pid"])) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
-        if row["pid"] == os.getpid() and row["id"] not in _threads:
-            gone = True  # this process runs it no more (e.g. restarted in the same pid namespace)
+        proc = _processes.get(row["id"])
+        if proc is not None:
+            gone = proc.poll() is not None  # our worker process ended without saying so (killed)
+        elif row["pid"] == os.getpid():
+            # ours: running exactly while its worker is registered, however long since its last
+            # heartbeat (embedding many photos reports none); unregistered: this process runs it
+            # no more (e.g. restarted in the same pid namespace)
+            gone = row["id"] not in _threads
+        else:
+            gone = not _alive(row["pid"]) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
         if gone:
             db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
                        ["the worker stopped before finishing (server restart or crash)", utc_now(), row["id"]])
 
 
 _threads: dict[int, threading.Thread] = {}
+_processes: dict[int, subprocess.Popen] = {}
+
+# Work that runs in a worker process, by job kind ("module:function" of work(context, params)).
+WORKERS = {"train": "core.retrain:train_work", "suspects": "core.suspects:store_work"}
 
 
-def start_job(store: Store, user: User, kind: str, params: dict, work: Callable[[JobContext, dict], dict],
-              *, permission: str = "train", background: bool = True) -> int:
-    """Record a job and run `work(context, params)` on a worker thread (or inline when
-    `background` is False: the CLI). Raises JobBusy if one of this kind is active."""
+def _resolve(spec: str) -> Callable[["JobContext", dict], dict]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _execute(store: Store, job_id: int, work: Callable, params: dict, *, reraise: bool) -> None:
+    """Run `work` and record how it ended."""
+    context = JobContext(store, job_id)
+    try:
+        result = work(context, params)
+    except BaseException as exc:  # noqa: BLE001 - whatever happens, the job says so
+        error = one_line(exc) or type(exc).__name__
+        detail = traceback.format_exc(limit=8)
+        with store.transaction() as db:
+            db.execute("UPDATE jobs SET state = 'failed', error = ?, result = ?, finished_at = ? WHERE id = ?",
+                       [error, to_json({"traceback": detail}), utc_now(), job_id])
+        if reraise:
+            raise
+    else:
+        with store.transaction() as db:
+            db.execute("UPDATE jobs SET state = 'done', progress = 1.0, stage = 'done', result = ?, "
+                       "finished_at = ? WHERE id = ?", [to_json(result), utc_now(), job_id])
+    finally:
+        _threads.pop(job_id, None)
+
+
+def run_worker(job_id: int, store: Store | None = None) -> int:
+    """Entry point of a worker process (`python -m core job-worker ID`)."""
+    store = store or Store()
+    job = get_job(store, job_id)
+    if job is None:
+        print(f"error: no job {job_id}", file=sys.stderr)
+        return 2
+    _threads[job_id] = threading.current_thread()
+    _execute(store, job_id, _resolve(WORKERS[job["kind"]]), job["params"], reraise=False)
+    return 0 if get_job(store, job_id)["state"] == "done" else 1
+
+
+def start_job(store: Store, user: User, kind: str, params: dict,
+              work: Callable[[JobContext, dict], dict] | None = None, *, permission: str = "train",
+              background: bool = True) -> int:
+    """Record a job and run it: `work(context, params)` on a thread, or, with no `work`,
+    the kind's registered worker (WORKERS) in a worker process; inline when `background`
+    is False (the CLI). Raises JobBusy if one of this kind is active."""
     require(user, permission)
     with store.transaction() as db:
         _reap(db, kind)
@@ -91,33 +153,28 @@ def start_job(store: Store, user: User, kind: str, params: dict, work: Callable[
             "user": user.username, "pid": os.getpid(), "created_at": utc_now(), "started_at": utc_now(),
             "heartbeat_at": utc_now()}).last_pk
         store.audit(user.username, f"job.start.{kind}", {"job": job_id, **params}, db=db)
-
-    def run() -> None:
-        context = JobContext(store, job_id)
-        try:
-            result = work(context, params)
-        except BaseException as exc:  # noqa: BLE001 - whatever happens, the job says so
-            error = one_line(exc) or type(exc).__name__
-            detail = traceback.format_exc(limit=8)
-            with store.transaction() as db:
-                db.execute("UPDATE jobs SET state = 'failed', error = ?, result = ?, finished_at = ? WHERE id = ?",
-                           [error, to_json({"traceback": detail}), utc_now(), job_id])
-            if not background:
-                raise
-        else:
-            with store.transaction() as db:
-                db.execute("UPDATE jobs SET state = 'done', progress = 1.0, stage = 'done', result = ?, "
-                           "finished_at = ? WHERE id = ?", [to_json(result), utc_now(), job_id])
-        finally:
-            _threads.pop(job_id, None)
+        # the worker is registered before the row is committed, so no other session's
+        # _reap ever sees the job without it (and fails it while it starts)
+        if work is None and background:
+            log = get_settings().data_dir / "runs" / f"job-{job_id}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "core", "job-worker", str(job_id)], cwd=REPO_ROOT,
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            _processes[job_id] = proc
+            db.execute("UPDATE jobs SET pid = ? WHERE id = ?", [proc.pid, job_id])
+            return job_id
+        work = work or _resolve(WORKERS[kind])
+        worker = (threading.Thread(target=lambda: _execute(store, job_id, work, params, reraise=False),
+                                   name=f"job-{kind}-{job_id}", daemon=True) if background
+                  else threading.current_thread())
+        _threads[job_id] = worker
 
     if background:
-        thread = threading.Thread(target=run, name=f"job-{kind}-{job_id}", daemon=True)
-        _threads[job_id] = thread
-        thread.start()
+        worker.start()
     else:
-        _threads[job_id] = threading.current_thread()
-        run()
+        _execute(store, job_id, work, params, reraise=True)
     return job_id
 
 

@@ -19,7 +19,10 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
         return {"n": 0, "accuracy": None, "macro_f1": None, "per_class_f1": {}, "support": {},
                 "confusion_matrix": {"labels": list(labels), "matrix": []}}
     order = list(labels) + sorted(set(y_true) - set(labels))
-    present = sorted(set(y_true) | set(y_pred), key=order.index)
+    # a prediction outside the labels (e.g. "(none)": the model could not predict the row)
+    # is a miss with a column of its own in the matrix, not a class of the macro average
+    order += sorted(set(y_pred) - set(order))
+    present = sorted(set(y_true) | (set(y_pred) & set(labels)), key=order.index)
     f1 = f1_score(y_true, y_pred, labels=present, average=None, zero_division=0)
     support = {c: int(n) for c, n in zip(*np.unique(y_true, return_counts=True))}
     return {

@@ -6,6 +6,8 @@ evaluation slice. The live model changes only when an admin activates the new ve
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,12 +39,15 @@ def evaluate_on_slice(store: Store, classifier) -> dict:
                               result.image, result.has_image)
 
 
-def _train(context: JobContext, params: dict) -> dict:
+def train_work(context: JobContext, params: dict) -> dict:
+    """The training job's work (run in a worker process by core.jobs)."""
     from core.train import Trainer
 
     store = context.store
-    last_review_id = (store.one("SELECT MAX(id) AS m FROM reviews") or {}).get("m") or 0
     frame = labelled_products(store, "train")
+    # read after the data: a decision landing in between is then neither trained on nor
+    # counted as held out (read before, it would be both)
+    last_review_id = (store.one("SELECT MAX(id) AS m FROM reviews") or {}).get("m") or 0
     if frame.empty:
         raise InputError("there are no labelled products yet: import a labelled catalogue first")
     catalogue = as_catalogue(frame, "store")
@@ -73,10 +78,22 @@ def _train(context: JobContext, params: dict) -> dict:
             "trained_from": trained_from, "tensorboard": str(tracking.runs_dir() / run), "mlflow": mlflow_note}
 
 
+def default_config() -> TrainConfig:
+    """TrainConfig defaults, overridden by STUDIO_TRAIN_OPTIONS (JSON, e.g.
+    '{"folds": 3, "image_epochs": 20}') for deployments that want faster retraining."""
+    raw = os.environ.get("STUDIO_TRAIN_OPTIONS", "").strip()
+    if not raw:
+        return TrainConfig()
+    try:
+        return TrainConfig(**json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"STUDIO_TRAIN_OPTIONS is not valid: {exc}") from None
+
+
 def start_training(store: Store, user: User, config: TrainConfig | None = None, *, background: bool = True,
                    out: Path | None = None) -> int:
     """Start a training job (JobBusy if one runs); returns the job id. `out`: bundle
     folder (default models/<version>)."""
-    config = config or TrainConfig()
+    config = config or default_config()
     params = {"config": asdict(config), "user": user.username, "out": str(out) if out else None}
-    return start_job(store, user, "train", params, _train, background=background)
+    return start_job(store, user, "train", params, background=background)

@@ -139,7 +139,9 @@ def ranked_frame(catalogue: Catalogue, result: SuspectResult) -> pd.DataFrame:
 # --------------------------------------------------------------------------- in the app
 
 
-def _store_work(context, params: dict) -> dict:
+def store_work(context, params: dict) -> dict:
+    """The suspects job's work (run in a worker process by core.jobs): rank the imported
+    catalogue and replace the suspects table."""
     from core.store import to_json, utc_now
     from core.training_data import as_catalogue, labelled_products
 
@@ -167,4 +169,4 @@ def start_suspects_job(store, user, *, background: bool = True, weights: str | N
     """Rank the imported catalogue's labels (a job; results feed the review queue)."""
     from core.jobs import start_job
 
-    return start_job(store, user, "suspects", {"weights": weights}, _store_work, background=background)
+    return start_job(store, user, "suspects", {"weights": weights}, background=background)

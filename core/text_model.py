@@ -67,10 +67,13 @@ class TfidfFeaturizer:
 
     def __init__(self, max_word_tokens: int = 60_000, max_char_tokens: int = 120_000):
         self.branches = [
+            # explicit names: auto-naming is per thread in Keras, and a training job on a
+            # server thread was seen to hand out "text_vectorization" twice
             keras.layers.TextVectorization(max_tokens=max_word_tokens, split="whitespace", ngrams=2,
-                                           output_mode="count", sparse=True),
+                                           output_mode="count", sparse=True, name="word_ngrams"),
             keras.layers.TextVectorization(max_tokens=max_char_tokens, split="character",
-                                           ngrams=(2, 3, 4, 5), output_mode="count", sparse=True),
+                                           ngrams=(2, 3, 4, 5), output_mode="count", sparse=True,
+                                           name="char_ngrams"),
         ]
         self.tfidf: list[SublinearTfidf] = []
 
@@ -83,7 +86,7 @@ class TfidfFeaturizer:
             for start in range(0, len(texts), 2048):
                 counts = vectorizer(x[start:start + 2048])
                 doc_freq += np.bincount(counts.indices[:, 1].numpy(), minlength=vocab_size)
-            layer = SublinearTfidf(vocab_size)
+            layer = SublinearTfidf(vocab_size, name=f"{vectorizer.name}_tfidf")
             layer.idf.assign((np.log((1 + len(texts)) / (1 + doc_freq)) + 1).astype("float32"))
             self.tfidf.append(layer)
         return self

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import core.tf_setup  # noqa: F401, I001  (quiet TensorFlow, KERAS_HOME) before keras
 import keras
 
 from core.settings import get_settings

@@ -40,7 +40,7 @@ def require_page(action: str) -> User:
     return user
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_classifier(path: str, version: str):
     """The live model, loaded once per process and shared by every session (Classifier
     serialises its own inference with a lock). Keyed by version, so activating another

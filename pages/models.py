@@ -12,10 +12,12 @@ from core import charts
 from core.batch import stage_upload
 from core.catalog import load_catalogue
 from core.jobs import latest_job
-from core.registry import activate, list_models, live_model
+from core.compare import compare, promote
+from core.registry import list_models, live_model
 from core.retrain import start_training
+from core.suspects import start_suspects_job
 from core.training_data import import_catalogue, labelled_products
-from pages._shared import friendly_errors, percent, require_page, store
+from pages._shared import friendly_errors, load_classifier, percent, require_page, store
 
 user = require_page("models")
 st.title("Models")
@@ -37,8 +39,12 @@ else:
     matrix = fused.get("confusion_matrix", {})
     cm_col.plotly_chart(charts.confusion_heatmap(matrix.get("labels", []), matrix.get("matrix", []),
                                                  title="Confusion (validation)"), key="models_confusion")
+    history = (live["metadata"] or {}).get("history") or {}
+    if history:
+        st.plotly_chart(charts.training_curves(history, title="Training curves of the live version"),
+                        key="models_curves")
 
-# -- versions ---------------------------------------------------------------------------
+# -- versions: compare, promote, roll back ---------------------------------------------------
 st.subheader("Versions")
 versions = list_models(store())
 if versions:
@@ -46,13 +52,53 @@ if versions:
         "version": m["version"], "live": m["active"], "name": m["name"], "created": (m["created_at"] or "")[:19],
         "by": m["created_by"],
         "macro-F1": ((m["metrics"] or {}).get("validation", {}).get("fused", {}) or {}).get("macro_f1"),
-        "accuracy": ((m["metrics"] or {}).get("validation", {}).get("fused", {}) or {}).get("accuracy"),
+        "eval slice macro-F1": ((m["metrics"] or {}).get("eval_slice", {}).get("fused", {}) or {}).get("macro_f1"),
     } for m in versions])
     st.dataframe(table, hide_index=True, width="stretch")
-    choice = st.selectbox("Version to make live", [m["version"] for m in versions], key="activate_version")
-    if st.button("Activate", key="activate_button", disabled=live is not None and choice == live["version"]):
-        with friendly_errors("Could not activate: "):
-            activate(store(), user, choice)
+
+others = [m for m in versions if live is None or m["version"] != live["version"]]
+if others:
+    st.markdown("**Compare a version with the live model, then promote it (or roll back to it)**")
+    choice = st.selectbox("Version", [m["version"] for m in others], key="compare_version")
+    candidate = next(m for m in others if m["version"] == choice)
+    comparison = None
+    if live is not None:
+        key = (live["version"], choice)
+        if st.session_state.get("comparison", (None,))[0] != key:
+            st.session_state.pop("comparison", None)
+            with st.spinner("Scoring both models on the same held-out products…"), \
+                    friendly_errors("Cannot compare: "):
+                st.session_state["comparison"] = (key, compare(
+                    store(), load_classifier(live["path"], live["version"]),
+                    load_classifier(candidate["path"], candidate["version"])))
+        comparison = st.session_state.get("comparison", (None, None))[1]
+    if comparison is not None:
+        delta = comparison.delta_macro_f1
+        a, b, c = st.columns(3)
+        a.metric("Held-out products", f"{comparison.rows:,}")
+        b.metric("Accuracy", percent(comparison.candidate["accuracy"]),
+                 f"{(comparison.candidate['accuracy'] - comparison.live['accuracy']) * 100:+.1f} pts vs live")
+        c.metric("Macro-F1", percent(comparison.candidate["macro_f1"]),
+                 None if delta is None else f"{delta * 100:+.1f} pts vs live")
+        st.plotly_chart(charts.per_class_f1_bars(comparison.live["per_class_f1"], comparison.candidate["per_class_f1"],
+                                                 names=("live", choice), title="F1 per class"),
+                        key="compare_f1")
+        st.dataframe(comparison.per_class(), hide_index=True, width="stretch")
+        left, right = st.columns(2)
+        for col, name, metrics in ((left, f"live {comparison.live_version}", comparison.live),
+                                   (right, f"candidate {choice}", comparison.candidate)):
+            cm = metrics["confusion_matrix"]
+            col.plotly_chart(charts.confusion_heatmap(cm["labels"], cm["matrix"], title=name),
+                             key=f"compare_cm_{name}")
+        if comparison.worse:
+            st.warning(f"{choice} is worse than the live model by {-delta:.3f} macro-F1 "
+                       f"(tolerance {comparison.tolerance:.3f}).", icon="⚠️")
+    confirm = comparison is not None and comparison.worse and st.checkbox(
+        "I know it scores worse; promote it anyway", key="confirm_worse")
+    if st.button(f"Make {choice} live", key="promote_button", type="primary"):
+        with friendly_errors("Not promoted: "):
+            promote(store(), user, choice, comparison=comparison, confirm_worse=bool(confirm))
+            st.session_state.pop("comparison", None)
             st.success(f"{choice} is live.")
             st.rerun()
 
@@ -136,15 +182,45 @@ def training_status() -> None:
         st.caption("No training yet.")
         return
     if job["state"] == "running":
+        st.session_state["train_watched"] = job["id"]
         st.progress(job["progress"] or 0.0, text=f"Training #{job['id']} ({job['user']}): {job['message'] or job['stage']}")
-    elif job["state"] == "done":
-        if st.session_state.setdefault("train_seen", job["id"]) != job["id"]:
-            st.session_state["train_seen"] = job["id"]
-            st.rerun(scope="app")  # the new version appears in the list above
+        return
+    if st.session_state.pop("train_watched", None) == job["id"]:
+        st.rerun(scope="app")  # it just ended: redraw the versions and the comparison above
+    if job["state"] == "done":
         version = (job["result"] or {}).get("version")
-        st.success(f"Training #{job['id']} finished: version {version}. Activate it above when it is better.")
+        st.success(f"Training #{job['id']} finished: version {version}. Compare it above, then promote it "
+                   "if it is better.")
     else:
         st.error(f"Training #{job['id']} failed: {job['error']}. The live model is unchanged.")
 
 
 training_status()
+
+
+# -- suspected mislabels -----------------------------------------------------------------
+st.subheader("Suspected mislabels")
+st.caption("Confident learning on out-of-fold predictions flags catalogue items whose label the models doubt; "
+           "they form their own queue on the Review page.")
+if st.button("Find suspected mislabels", key="suspects_button"):
+    with friendly_errors("Could not start: "):
+        start_suspects_job(store(), user)
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def suspects_status() -> None:
+    job = latest_job(store(), "suspects")
+    if job is None:
+        return
+    if job["state"] == "running":
+        st.progress(job["progress"] or 0.0, text=f"Checking labels: {job['message'] or job['stage']}")
+    elif job["state"] == "done":
+        result = job["result"] or {}
+        st.success(f"{result.get('flagged', 0):,} suspected mislabels among {result.get('scored', 0):,} catalogue "
+                   "items: see Review queue → suspected mislabels.")
+    else:
+        st.error(f"Finding suspects failed: {job['error']}")
+
+
+suspects_status()

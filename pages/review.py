@@ -6,14 +6,14 @@ from __future__ import annotations
 import streamlit as st
 
 from core import charts
-from core.review_queue import DEFAULT_ORDER, ORDERS, claim_next, pending_count, record_review
+from core.review_queue import DEFAULT_ORDER, ORDERS, SUSPECTS, claim_next, pending_count, record_review
 from pages._shared import friendly_errors, live_classifier, percent, require_page, store
 
 user = require_page("review")
 st.title("Review queue")
 
-order = st.segmented_control("Order", list(ORDERS), default=DEFAULT_ORDER, key="queue_order") or DEFAULT_ORDER
-left = pending_count(store(), user)
+order = st.segmented_control("Order", [*ORDERS, SUSPECTS], default=DEFAULT_ORDER, key="queue_order") or DEFAULT_ORDER
+left = pending_count(store(), user, order)
 st.caption(f"**{left}** item{'s' if left != 1 else ''} left for you")
 if msg := st.session_state.pop("review_flash", None):
     st.toast(msg, icon="✅")
@@ -33,6 +33,10 @@ with friendly_errors():
     text_col.write(item.text or "_no description_")
     if item.disagree:
         text_col.warning("The description and the photo point to different categories.", icon="⚠️")
+    if order == SUSPECTS:
+        text_col.warning(f"The catalogue says **{item.label}**; models that never saw this item suggest "
+                         f"**{item.extra['suggested_label']}** (suspect score {item.extra['suspect_score']:.2f}).",
+                         icon="🔍")
 
     st.markdown("**Suggestions**")
     top = item.top(3)
@@ -50,12 +54,14 @@ with friendly_errors():
             st.rerun()
 
     accept_col, skip_col, _ = st.columns([2, 1, 3])
-    if accept_col.button(f"Accept “{item.label}”", type="primary", key="review_accept"):
-        decide("skip")
+    if accept_col.button(f"{'Keep' if order == SUSPECTS else 'Accept'} “{item.label}”", type="primary",
+                         key="review_accept"):
+        decide("accept")
     if skip_col.button("Skip", key="review_skip"):
         decide("skip")
     with st.form(f"correct_{item.product_id}"):
-        others = [label for label, _ in top[1:]] + sorted(set(item.labels) - {label for label, _ in top})
+        others = ([label for label, _ in top if label != item.label]
+                  + sorted(set(item.labels) - {label for label, _ in top} - {item.label}))
         new_label = st.selectbox("Correct to", others, index=None, placeholder="Type to search a category…",
                                  key="review_label")
         note = st.text_input("Note (optional)", key="review_note")

@@ -64,3 +64,28 @@ def build_app_home(home: Path, bundle: Path, *, catalogue_csv: Path | None = Non
         else:
             os.environ["STUDIO_HOME"] = previous
     return AppHome(home, home / "models" / "tiny", catalogue_csv or bundle.parent / "catalogue" / "products.csv")
+
+
+def import_catalogue_into(built: AppHome) -> int:
+    """Import the tiny model's own generated catalogue into the home's database (so the
+    app can retrain from it); returns the number of products added."""
+    previous = os.environ.get("STUDIO_HOME")
+    os.environ["STUDIO_HOME"] = str(built.home)
+    try:
+        from core.auth import User
+        from core.catalog import load_catalogue
+        from core.store import Store
+        from core.training_data import import_catalogue
+
+        catalogue = load_catalogue(built.catalogue_csv, text_cols=["title", "description"], label_col="category",
+                                   image_col="image", image_dir=built.catalogue_csv.parent / "images")
+        return import_catalogue(Store(), User(0, "test", "admin"), catalogue, "tiny").added
+    finally:
+        if previous is None:
+            os.environ.pop("STUDIO_HOME", None)
+        else:
+            os.environ["STUDIO_HOME"] = previous
+
+
+#: Fast training for app tests that retrain (read by core.retrain.default_config).
+FAST_TRAINING = '{"weights": null, "folds": 2, "text_epochs": 6, "image_epochs": 10}'

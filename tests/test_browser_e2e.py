@@ -1,16 +1,19 @@
 """End to end in a real browser: `streamlit run` on a free loopback port with a temporary
 home and a small trained model, Debian's chromium driven by Playwright. A reviewer logs
-in, uploads a photo and a description, sees the probabilities, corrects the label; the
-review must then be in SQLite. `.ci/run` installs chromium when it is missing."""
+in, uploads a photo and a description, sees the probabilities, corrects the label (the
+review must then be in SQLite); an admin then retrains from the catalogue plus that
+correction, compares, promotes, and sees the new version in the sidebar. `.ci/run`
+installs chromium when it is missing."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from PIL import Image, ImageDraw
 
-from app_home import PASSWORDS
+from app_home import FAST_TRAINING, PASSWORDS, import_catalogue_into
 from browser import browser_page, chromium_path, choose, log_in, streamlit_server
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="Debian chromium is not installed "
@@ -26,12 +29,17 @@ def red_watch_photo() -> bytes:
     return buf.getvalue()
 
 
-def test_log_in_predict_and_correct(app_home, tmp_path):
+def test_predict_correct_retrain_promote(app_home, tmp_path):
+    from core.registry import live_model
     from core.store import Store
 
+    assert import_catalogue_into(app_home) > 0
+    store = Store(app_home.home / "data" / "studio.db")
+    first_version = live_model(store)["version"]
     photo = tmp_path / "watch.png"
     photo.write_bytes(red_watch_photo())
-    with streamlit_server(app_home.env(), tmp_path / "streamlit.log") as url, browser_page() as page:
+    env = {**app_home.env(), "STUDIO_TRAIN_OPTIONS": FAST_TRAINING}
+    with streamlit_server(env, tmp_path / "streamlit.log") as url, browser_page() as page:
         log_in(page, url, "rita", PASSWORDS["rita"])
         page.get_by_text("Predict a category").wait_for(timeout=60_000)
         page.get_by_text("Live model").wait_for()
@@ -48,8 +56,34 @@ def test_log_in_predict_and_correct(app_home, tmp_path):
         choose(page, "No, the right category is", right)
         page.get_by_role("button", name="Save correction").click()
         page.get_by_text(f"Saved: corrected to {right}.").wait_for(timeout=30_000)
+        check_review_saved(store, predicted, right)
 
-    store = Store(app_home.home / "data" / "studio.db")
+        # an admin retrains from the catalogue + the correction, compares, promotes
+        page.get_by_role("button", name="Log out").click()
+        log_in(page, url, "admin", PASSWORDS["admin"])
+        page.get_by_role("link", name="Models").click()
+        page.get_by_role("button", name="Train from the catalogue and the corrections").click()
+        page.get_by_text("finished: version").wait_for(timeout=240_000)
+        job = store.one("SELECT state, result FROM jobs WHERE kind = 'train' ORDER BY id DESC")
+        assert job["state"] == "done", job
+        new_version = json.loads(job["result"])["version"]
+        assert json.loads(job["result"])["trained_from"]["reviewed"] == 1  # the correction was trained on
+        try:
+            page.get_by_text("Held-out products").wait_for(timeout=120_000)  # the comparison of the new version
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(tmp_path / "failure.png")
+            raise
+        if page.get_by_text("I know it scores worse").count():
+            page.get_by_text("I know it scores worse").click()
+        page.get_by_role("button", name=f"Make {new_version} live").click()
+        page.locator("[data-testid=stSidebar]").get_by_text(new_version).wait_for(timeout=60_000)
+
+    assert new_version != first_version and live_model(store)["version"] == new_version
+    assert store.one("SELECT COUNT(*) AS n FROM audit WHERE action = 'model.promote'")["n"] == 1
+
+
+def check_review_saved(store, predicted: str, right: str) -> None:
     reviews = store.query("SELECT r.*, p.label AS predicted, p.user AS predicted_by, pr.image_hash "
                           "FROM reviews r JOIN predictions p ON p.id = r.prediction_id "
                           "JOIN products pr ON pr.id = r.product_id")
