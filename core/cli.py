@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random backbone weights (offline tests of keras.applications backbones)")
     p.add_argument("--finetune", action="store_true",
                    help="also fine-tune the backbone's top block on the photos (slower, sometimes better)")
-    p.add_argument("--folds", type=int, default=5, help="folds for the fusion's out-of-fold data")
+    p.add_argument("--folds", type=int, help="folds for the fusion's out-of-fold data (default 5; 3 with "
+                   "--from-store, like the app's retraining)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="held-out share for the bundle's metrics")
     p.add_argument("--epochs", type=int, help="text model epochs (default: per architecture)")
     p.add_argument("--seed", type=int, default=0)
@@ -128,6 +129,10 @@ def _train_config(args, seed: int):
 
     if not 0 <= args.val_fraction < 0.9:
         raise InputError(f"--val-fraction must be in [0, 0.9), got {args.val_fraction}")
+    if args.folds is None:
+        from core.retrain import RETRAIN_DEFAULTS
+
+        args.folds = RETRAIN_DEFAULTS["folds"] if args.from_store else 5
     if args.folds < 2:
         raise InputError(f"--folds must be 2 or more, got {args.folds}")
     return TrainConfig(text_arch=args.text_arch, backbone=args.backbone,

@@ -78,14 +78,18 @@ def train_work(context: JobContext, params: dict) -> dict:
             "trained_from": trained_from, "tensorboard": str(tracking.runs_dir() / run), "mlflow": mlflow_note}
 
 
+# Retraining from the app: 3 folds for the fusion's out-of-fold data instead of 5. On the
+# Flipkart sample (cached embeddings, 2 cores) that is 57 s instead of 101 s, for a
+# fused macro-F1 on the frozen evaluation slice of 0.928 vs 0.934 (one product of 125).
+RETRAIN_DEFAULTS = {"folds": 3}
+
+
 def default_config() -> TrainConfig:
-    """TrainConfig defaults, overridden by STUDIO_TRAIN_OPTIONS (JSON, e.g.
-    '{"folds": 3, "image_epochs": 20}') for deployments that want faster retraining."""
+    """The retraining config: RETRAIN_DEFAULTS, overridden by STUDIO_TRAIN_OPTIONS (JSON,
+    e.g. '{"folds": 5, "image_epochs": 20}')."""
     raw = os.environ.get("STUDIO_TRAIN_OPTIONS", "").strip()
-    if not raw:
-        return TrainConfig()
     try:
-        return TrainConfig(**json.loads(raw))
+        return TrainConfig(**{**RETRAIN_DEFAULTS, **(json.loads(raw) if raw else {})})
     except (ValueError, TypeError) as exc:
         raise InputError(f"STUDIO_TRAIN_OPTIONS is not valid: {exc}") from None
 

@@ -616,3 +616,13 @@ def test_monitor_renders_for_a_viewer_with_and_without_data(app_home):
         at.segmented_control(key="monitor_days").set_value(days)
         at = ok(at.run())
         assert charts <= plotly_keys(at)
+
+
+def test_script_runs_leave_keras_state_alone(app_home):
+    """Streamlit clears Keras' session after every script run unless the app stops it;
+    that would make each prediction retrace its graphs and reset layer naming mid-training."""
+    import keras
+
+    first, second = keras.layers.Dense(1).name, keras.layers.Dense(1).name
+    ok(AppTest.from_file(str(APP), default_timeout=120).run())
+    assert keras.layers.Dense(1).name not in (first, second, "dense")
