@@ -75,8 +75,9 @@ def probability_bars(prediction: "Prediction | None", k: int = 5) -> go.Figure:
                     hovertemplate="%{y}: %{x:.4f}<extra>" + SOURCE_NAMES[source] + "</extra>")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")  # highest first, at the top
-    return _layout(fig, height=80 + 60 * len(classes), barmode="group", bargap=0.25,
-                   legend=dict(orientation="h", y=-0.15), legend_traceorder="normal")
+    _layout(fig, height=80 + 60 * len(classes), barmode="group", bargap=0.25,
+            legend=dict(orientation="h", y=-0.15), legend_traceorder="normal")
+    return fig.update_layout(margin_r=50)  # room for a "100%" label outside its bar
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:

@@ -29,7 +29,7 @@ if live is None:
 else:
     validation = (live["metrics"] or {}).get("validation", {})
     fused = validation.get("fused", {})
-    a, b, c, d = st.columns(4)
+    a, b, c, d = st.columns([2, 1, 1, 1])  # room for the whole version id
     a.metric("Live version", live["version"])
     b.metric("Accuracy (validation)", percent(fused.get("accuracy")))
     c.metric("Macro-F1 (validation)", percent(fused.get("macro_f1")))
