@@ -111,7 +111,8 @@ def label_conflicts(store: Store) -> pd.DataFrame:
     return pd.DataFrame(store.query("""
         SELECT product_id, COUNT(DISTINCT new_label) AS labels, GROUP_CONCAT(reviewer || ': ' || new_label, '; ')
                AS decisions
-        FROM reviews WHERE decision IN ('accept', 'correct') GROUP BY product_id HAVING COUNT(DISTINCT new_label) > 1
+        FROM (SELECT * FROM reviews WHERE decision IN ('accept', 'correct') ORDER BY id)  -- decisions in order
+        GROUP BY product_id HAVING COUNT(DISTINCT new_label) > 1
         """), columns=["product_id", "labels", "decisions"])
 
 

@@ -16,7 +16,7 @@ from core.compare import compare, promote
 from core.registry import list_models, live_model
 from core.retrain import start_training
 from core.suspects import start_suspects_job
-from core.training_data import import_catalogue, labelled_products
+from core.training_data import import_catalogue, label_conflicts, labelled_products
 from pages._shared import friendly_errors, load_classifier, percent, require_page, store
 
 user = require_page("models")
@@ -167,6 +167,10 @@ st.subheader("Train a new version")
 labelled = labelled_products(store())
 st.caption(f"{len(labelled):,} labelled products ({int((labelled['split'] == 'eval').sum()):,} in the frozen "
            f"evaluation slice, {int(labelled['reviewed_label'].notna().sum()):,} with a reviewer's decision).")
+conflicts = label_conflicts(store())
+if not conflicts.empty:
+    with st.expander(f"Reviewers disagreed on {len(conflicts):,} products (the latest decision is used)"):
+        st.dataframe(conflicts, hide_index=True, width="stretch")
 if st.button("Train from the catalogue and the corrections", key="train_button", type="primary",
              disabled=labelled.empty):
     with friendly_errors("Could not start training: "):

@@ -626,3 +626,21 @@ def test_script_runs_leave_keras_state_alone(app_home):
     first, second = keras.layers.Dense(1).name, keras.layers.Dense(1).name
     ok(AppTest.from_file(str(APP), default_timeout=120).run())
     assert keras.layers.Dense(1).name not in (first, second, "dense")
+
+
+def test_models_page_lists_products_reviewers_disagreed_on(app_home):
+    from app_home import import_catalogue_into
+    from core.auth import authenticate
+    from core.review_queue import record_review
+
+    import_catalogue_into(app_home)
+    product = store().one("SELECT id, true_label FROM products ORDER BY id LIMIT 1")
+    others = [c for c in ("Watches", "Kitchen", "Toys") if c != product["true_label"]]
+    for name, label in (("rita", others[0]), ("admin", others[1])):
+        record_review(store(), authenticate(store(), name, PASSWORDS[name]), product["id"], "correct",
+                      new_label=label)
+    at = open_page(login("admin"), "models")
+    assert [e.label for e in at.expander] == ["Reviewers disagreed on 1 products (the latest decision is used)"]
+    table = at.expander[0].dataframe[0].value
+    assert table["product_id"].tolist() == [product["id"]]
+    assert table["decisions"][0] == f"rita: {others[0]}; admin: {others[1]}"
