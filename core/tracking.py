@@ -71,6 +71,8 @@ def log_to_mlflow(run_name: str, params: dict, metrics: dict, bundle: Path) -> s
         import mlflow
     except ImportError:
         return "MLFLOW_TRACKING_URI is set but mlflow is not installed (pip install mlflow-skinny): not logged"
+    if not uri.startswith(("http://", "https://", "databricks", "sqlite", "postgresql", "mysql")):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder: mlflow-skinny's file store
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_name=run_name):
         mlflow.log_params({k: v for k, v in params.items() if v is not None})

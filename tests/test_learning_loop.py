@@ -793,3 +793,26 @@ def test_importing_the_training_job_first_sets_up_tensorflow_quietly(cli_runs):
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == cli_runs["keras_home"].resolve()
     assert proc.stderr == ""
+
+
+def test_runs_are_logged_to_mlflow_when_a_tracking_uri_is_set(tmp_path, monkeypatch):
+    from core.tracking import log_to_mlflow
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "metadata.json").write_text('{"version": "v7"}')
+    metrics = {"validation": {"fused": {"accuracy": 0.9, "macro_f1": 0.85}, "text": {"accuracy": 0.8, "macro_f1": None}}}
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert log_to_mlflow("v7", {"folds": 3}, metrics, bundle) is None  # not asked: nothing logged
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert log_to_mlflow("v7", {"folds": 3, "weights": None}, metrics, bundle) == f"logged to MLflow at {uri}"
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert runs["tags.mlflow.runName"].tolist() == ["v7"]
+    assert runs["params.folds"].tolist() == ["3"] and "params.weights" not in runs
+    assert runs["metrics.fused_macro_f1"].tolist() == [0.85] and runs["metrics.text_accuracy"].tolist() == [0.8]
+    artifacts = Path(mlflow.get_run(runs["run_id"][0]).info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / "bundle" / "metadata.json").read_text() == '{"version": "v7"}'
