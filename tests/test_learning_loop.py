@@ -816,3 +816,14 @@ def test_runs_are_logged_to_mlflow_when_a_tracking_uri_is_set(tmp_path, monkeypa
     assert runs["metrics.fused_macro_f1"].tolist() == [0.85] and runs["metrics.text_accuracy"].tolist() == [0.8]
     artifacts = Path(mlflow.get_run(runs["run_id"][0]).info.artifact_uri.removeprefix("file://"))
     assert (artifacts / "bundle" / "metadata.json").read_text() == '{"version": "v7"}'
+
+
+def test_an_unreachable_mlflow_server_is_a_note_not_a_failed_training(tmp_path, monkeypatch):
+    from core.tracking import log_to_mlflow
+
+    (tmp_path / "metadata.json").write_text("{}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    note = log_to_mlflow("v8", {"folds": 3}, {}, tmp_path)
+    assert note.startswith("not logged to MLflow at http://127.0.0.1:9: ")
