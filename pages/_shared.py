@@ -47,7 +47,11 @@ def require_page(action: str) -> User:
     """Stop the page unless the session's user may do `action` (pages are also hidden
     from roles that cannot use them; this is the second guard)."""
     user = current_user()
-    if user is None or not user.can(action):
+    if user is None:
+        # only reachable through a deep link (e.g. /batch) as a fresh server's very first
+        # request, before st.navigation took over from the pages/ folder: go and log in
+        st.switch_page("streamlit_app.py")
+    if not user.can(action):
         st.error("You do not have access to this page.")
         st.stop()
     return user

@@ -92,3 +92,16 @@ def check_review_saved(store, predicted: str, right: str) -> None:
     assert (review["decision"], review["old_label"], review["new_label"]) == ("correct", predicted, right)
     assert review["reviewer"] == "rita" and review["predicted_by"] == "rita"
     assert review["image_hash"] is not None  # the photo was stored with the product
+
+
+def test_a_deep_link_on_a_fresh_server_asks_to_log_in(app_home, tmp_path):
+    """A fresh server's first request to /batch would run pages/batch.py on its own (the
+    pages/ folder mode, before any session called st.navigation): it must land on the
+    log-in form, not on a page or Streamlit's own page list."""
+    with streamlit_server(app_home.env(), tmp_path / "streamlit.log") as url, browser_page() as page:
+        page.goto(f"{url}/batch")
+        page.get_by_role("button", name="Log in").wait_for(timeout=60_000)
+        assert page.get_by_text("Score a batch").count() == 0
+        assert page.get_by_text("You do not have access").count() == 0
+        log_in(page, url, "rita", PASSWORDS["rita"])
+        page.get_by_text("Predict a category").wait_for(timeout=60_000)
