@@ -92,7 +92,7 @@ if others:
                              key=f"compare_cm_{name}")
         if comparison.worse:
             st.warning(f"{choice} is worse than the live model by {-delta:.3f} macro-F1 "
-                       f"(tolerance {comparison.tolerance:.3f}).", icon="⚠️")
+                       f"(tolerance {comparison.tolerance:.3f}).", icon=":material/warning:")
     confirm = comparison is not None and comparison.worse and st.checkbox(
         "I know it scores worse; promote it anyway", key="confirm_worse")
     if st.button(f"Make {choice} live", key="promote_button", type="primary"):

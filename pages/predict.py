@@ -41,7 +41,7 @@ st.subheader(f"{prediction.label} · {percent(prediction.confidence)}")
 st.caption(f"Product #{result.product_id} · model {prediction.model_version} · {result.latency_ms:.0f} ms")
 if prediction.disagree:
     st.warning(f"The description says **{prediction.text_label}** but the photo looks like "
-               f"**{prediction.image_label}**. Check this product before trusting the category.", icon="⚠️")
+               f"**{prediction.image_label}**. Check this product before trusting the category.", icon=":material/warning:")
 st.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
 
 # -- why --------------------------------------------------------------------------------

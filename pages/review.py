@@ -16,7 +16,7 @@ order = st.segmented_control("Order", [*ORDERS, SUSPECTS], default=DEFAULT_ORDER
 left = pending_count(store(), user, order)
 st.caption(f"**{left}** item{'s' if left != 1 else ''} left for you")
 if msg := st.session_state.pop("review_flash", None):
-    st.toast(msg, icon="✅")
+    st.toast(msg, icon=":material/check_circle:")
 
 with friendly_errors():
     item = claim_next(store(), user, order)
@@ -29,14 +29,15 @@ with friendly_errors():
         image_col.image(str(item.image_path), width="stretch")
     else:
         image_col.caption("No photo")
-    text_col.markdown(f"**Product {item.product_id}** · model {item.model_version} · source {item.source or '–'}")
+    checked_by = "out-of-fold label check" if order == SUSPECTS else f"model {item.model_version}"
+    text_col.markdown(f"**Product {item.product_id}** · {checked_by} · source {item.source or '–'}")
     text_col.write(item.text or "_no description_")
     if item.disagree:
-        text_col.warning("The description and the photo point to different categories.", icon="⚠️")
+        text_col.warning("The description and the photo point to different categories.", icon=":material/warning:")
     if order == SUSPECTS:
         text_col.warning(f"The catalogue says **{item.label}**; models that never saw this item suggest "
                          f"**{item.extra['suggested_label']}** (suspect score {item.extra['suspect_score']:.2f}).",
-                         icon="🔍")
+                         icon=":material/search_check:")
 
     st.markdown("**Suggestions**")
     top = item.top(3)
