@@ -18,7 +18,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.files import atomic_write_bytes
 from core.errors import InputError, one_line
 from core.images import ImageDecodeError, open_image
 from core.settings import get_settings
@@ -312,16 +312,7 @@ def download_url(
     data = b"".join(chunks)
     if not data:
         raise DownloadError(url, "download failed: empty response")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_bytes(target, data)
 
 
 # --------------------------------------------------------------------------- report

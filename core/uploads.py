@@ -9,14 +9,13 @@ rows were rolled back is harmless and reused by the next upload of it.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
 from PIL import Image
 
+from core.files import atomic_write_bytes
 from core.images import content_hash, open_image
 from core.settings import get_settings
 from core.store import utc_now
@@ -61,16 +60,7 @@ def store_image(data: bytes, *, what: str = "image") -> StoredImage:
     target = images_dir() / digest[:2] / f"{digest}{SAVE_AS.get(fmt, '.img')}"
     existing = image_path(digest)
     if existing is None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        existing = target
+        existing = atomic_write_bytes(target, data, prefix=".upload-")
     return StoredImage(digest, existing, fmt, image.width, image.height, len(data), image)
 
 

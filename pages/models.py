@@ -4,6 +4,7 @@ labelled catalogue, train a new version in the background, activate a version.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import streamlit as st
@@ -179,27 +180,29 @@ if st.button("Train from the catalogue and the corrections", key="train_button",
 
 
 @st.fragment(run_every=2)
-def training_status() -> None:
-    """Polls the job table, so progress shows whichever browser started the job."""
-    job = latest_job(store(), "train")
+def job_status(kind: str, title: str, done: Callable[[dict], str], idle: str = "", failed: str = "") -> None:
+    """Polls the job table, so progress shows in whichever browser looks; when a job this
+    page watched ends, the whole page redraws (new versions, a new queue)."""
+    job = latest_job(store(), kind)
     if job is None:
-        st.caption("No training yet.")
+        if idle:
+            st.caption(idle)
         return
     if job["state"] == "running":
-        st.session_state["train_watched"] = job["id"]
-        st.progress(job["progress"] or 0.0, text=f"Training #{job['id']} ({job['user']}): {job['message'] or job['stage']}")
+        st.session_state[f"{kind}_watched"] = job["id"]
+        st.progress(job["progress"] or 0.0, text=f"{title} #{job['id']} ({job['user']}): {job['message'] or job['stage']}")
         return
-    if st.session_state.pop("train_watched", None) == job["id"]:
-        st.rerun(scope="app")  # it just ended: redraw the versions and the comparison above
+    if st.session_state.pop(f"{kind}_watched", None) == job["id"]:
+        st.rerun(scope="app")
     if job["state"] == "done":
-        version = (job["result"] or {}).get("version")
-        st.success(f"Training #{job['id']} finished: version {version}. Compare it above, then promote it "
-                   "if it is better.")
+        st.success(done(job))
     else:
-        st.error(f"Training #{job['id']} failed: {job['error']}. The live model is unchanged.")
+        st.error(f"{title} #{job['id']} failed: {job['error']}.{failed}")
 
 
-training_status()
+job_status("train", "Training", lambda job: f"Training #{job['id']} finished: version {(job['result'] or {}).get('version')}. "
+           "Compare it above, then promote it if it is better.", idle="No training yet.",
+           failed=" The live model is unchanged.")
 
 
 # -- suspected mislabels -----------------------------------------------------------------
@@ -212,19 +215,5 @@ if st.button("Find suspected mislabels", key="suspects_button"):
         st.rerun()
 
 
-@st.fragment(run_every=2)
-def suspects_status() -> None:
-    job = latest_job(store(), "suspects")
-    if job is None:
-        return
-    if job["state"] == "running":
-        st.progress(job["progress"] or 0.0, text=f"Checking labels: {job['message'] or job['stage']}")
-    elif job["state"] == "done":
-        result = job["result"] or {}
-        st.success(f"{result.get('flagged', 0):,} suspected mislabels among {result.get('scored', 0):,} catalogue "
-                   "items: see Review queue → suspected mislabels.")
-    else:
-        st.error(f"Finding suspects failed: {job['error']}")
-
-
-suspects_status()
+job_status("suspects", "Label check", lambda job: f"{(job['result'] or {}).get('flagged', 0):,} suspected mislabels "
+           f"among {(job['result'] or {}).get('scored', 0):,} catalogue items: see Review queue → suspected mislabels.")
