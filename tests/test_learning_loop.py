@@ -667,6 +667,10 @@ def cli_runs(planted, cli_home, tmp_path_factory) -> dict[str, subprocess.Comple
         "suspects_bad": lambda: run_cli(root / "home", "suspects", "--data", cat.csv_path, "--text-cols", "title",
                                         "--label-col", "label", "--out", root / "never.csv", "--no-pretrained",
                                         "--quiet"),
+        "seeds": lambda: run_cli(
+            root / "home", "train", "--data", cat.csv_path, "--text-cols", "title,description", "--label-col",
+            "category", "--no-pretrained", "--folds", "2", "--epochs", "4", "--seeds", "2", "--quiet",
+            "--out", root / "seeded"),
         **{name: (lambda args=args: run_cli(cli_home, "train", *args, "--quiet"))
            for name, (args, _) in BAD_TRAIN_FLAGS.items()},
     }
@@ -827,3 +831,21 @@ def test_an_unreachable_mlflow_server_is_a_note_not_a_failed_training(tmp_path, 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     note = log_to_mlflow("v8", {"folds": 3}, {}, tmp_path)
     assert note.startswith("not logged to MLflow at http://127.0.0.1:9: ")
+
+
+def test_train_with_several_seeds_reports_mean_and_std(planted, cli_runs):
+    from core.bundle import read_metadata
+
+    proc = cli_runs["seeds"]
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["seeds"]["seeds"] == [0, 1]
+    for metric in ("accuracy", "macro_f1"):
+        stats = summary["seeds"]["text"][metric]
+        assert stats["n"] == 2 and 0 <= stats["mean"] <= 1 and 0 <= stats["std"] <= 0.5
+        first = summary["validation"]["text"][metric]
+        # the mean of two runs lies within one std of the first run's value
+        assert abs(first - stats["mean"]) <= stats["std"] + 1e-6
+    assert "image" not in summary["seeds"]  # text-only catalogue: no image metrics to average
+    saved = read_metadata(planted["root"] / "seeded")  # the first seed's bundle is the one saved
+    assert saved["version"] == summary["version"] and saved["config"]["seed"] == 0
