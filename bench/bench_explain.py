@@ -49,11 +49,9 @@ WIN_RATE = 0.7
 
 
 def _catalogue():
-    from core.catalog import load_catalogue
+    from core.demo import load_demo_catalogue
 
-    return load_catalogue(DATA / "products.csv", text_cols=["product_name", "description"],
-                          label_col="product_category_tree", label_level=1, image_col="image",
-                          image_dir=DATA / "images", require_labels=True)
+    return load_demo_catalogue(DATA)
 
 
 def _held_out(catalogue, metadata: dict) -> tuple[list[int], bool]:

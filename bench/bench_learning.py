@@ -30,13 +30,9 @@ from core.tf_setup import seed_everything  # noqa: E402,F401  (before TensorFlow
 
 
 def flipkart():
-    from core.catalog import load_catalogue
-    from core.demo import demo_data_dir
+    from core.demo import load_demo_catalogue
 
-    data = demo_data_dir()
-    return load_catalogue(data / "products.csv", text_cols=["product_name", "description"],
-                          label_col="product_category_tree", label_level=1, image_col="image",
-                          image_dir=data / "images", require_labels=True)
+    return load_demo_catalogue()
 
 
 def bench_noise(catalogue, seed: int = 0) -> dict:

@@ -49,12 +49,9 @@ def _fresh_home() -> Path:
 
 
 def _flipkart_catalogue():
-    from core.catalog import load_catalogue
+    from core.demo import load_demo_catalogue
 
-    root = DATA / "flipkart"
-    return load_catalogue(root / "products.csv", text_cols=["product_name", "description"],
-                          label_col="product_category_tree", label_level=1, image_col="image",
-                          image_dir=root / "images", require_labels=True)
+    return load_demo_catalogue(DATA / "flipkart")
 
 
 def bench_flipkart(folds: int = 5) -> dict:

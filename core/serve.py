@@ -22,8 +22,8 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
     """Steps 1 and 2; returns the one-time admin password when one was created."""
     from core.auth import User, ensure_first_admin
     from core.bundle import is_bundle
-    from core.demo import demo_data_dir, demo_model_dir
-    from core.registry import register_model, sync_models
+    from core.demo import demo_data_dir, demo_model_dir, load_demo_catalogue
+    from core.registry import sync_models
     from core.store import Store
 
     store = Store()
@@ -33,13 +33,9 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
     if demo and (data / "products.csv").is_file():
         system = User(0, SYSTEM, "admin")
         if store.one("SELECT COUNT(*) AS n FROM products WHERE source = 'catalogue:demo'")["n"] == 0:
-            from core.catalog import load_catalogue
             from core.training_data import import_catalogue
 
-            catalogue = load_catalogue(data / "products.csv", text_cols=["product_name", "description"],
-                                       label_col="product_category_tree", label_level=1, image_col="image",
-                                       image_dir=data / "images", require_labels=True)
-            summary = import_catalogue(store, system, catalogue, "demo")
+            summary = import_catalogue(store, system, load_demo_catalogue(data), "demo")
             log(f"Imported the demo catalogue from {data}: {summary.added} products "
                 f"({summary.eval_rows} frozen for evaluation).")
         if not is_bundle(demo_model_dir()):
@@ -47,9 +43,7 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
             from core.retrain import start_training
 
             log("Training the demo model (once; about two minutes)…")
-            start_training(store, system, background=False, out=demo_model_dir())
-        register_model(store, demo_model_dir(), created_by=SYSTEM)
-        sync_models(store)
+            start_training(store, system, background=False, out=demo_model_dir())  # registers it
     elif store.one("SELECT 1 AS x FROM models LIMIT 1") is None:
         log("No model yet and no demo catalogue: log in as admin and import one on the Models page.")
     return one_time
