@@ -22,7 +22,7 @@ from core.auth import User, require
 from core.catalog import Catalogue, load_catalogue, read_csv
 from core.classifier import Classifier
 from core.errors import InputError
-from core.scoring import insert_product, prediction_row
+from core.scoring import insert_product, margin, prediction_row
 from core.settings import get_settings
 from core.store import Store
 from core.uploads import record_image, store_image_file
@@ -174,8 +174,7 @@ def result_frame(catalogue: Catalogue, predictions: dict, product_ids: dict[int,
         else:
             top = p.top(3)
             row.update(status="scored", product_id=product_ids[i], label=p.label,
-                       confidence=round(float(p.confidence), 4),
-                       margin=round(float(top[0][1] - top[1][1]) if len(top) > 1 else 1.0, 4),
+                       confidence=round(float(p.confidence), 4), margin=round(margin(p.fused), 4),
                        text_label=p.text_label or "", image_label=p.image_label or "", disagree=bool(p.disagree),
                        top3="; ".join(f"{l} {v:.0%}" for l, v in top))
         out.append(row)

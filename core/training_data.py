@@ -18,7 +18,8 @@ import pandas as pd
 
 from core.auth import User, require
 from core.catalog import Catalogue, ImportReport, normalize_text
-from core.store import Store, utc_now
+from core.scoring import insert_product
+from core.store import Store
 from core.uploads import image_path, record_image, store_image_file
 
 EVAL_PERCENT = 15
@@ -68,9 +69,8 @@ def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
                 continue
             existing.add(key)
             split = split_of(catalogue.texts[i], image_hash)
-            db["products"].insert({"text": catalogue.texts[i], "image_hash": image_hash, "source": source,
-                                   "source_ref": str(i + 1), "true_label": catalogue.labels[i], "split": split,
-                                   "created_at": utc_now(), "created_by": user.username})
+            insert_product(db, catalogue.texts[i], image_hash, source, user.username, source_ref=str(i + 1),
+                           true_label=catalogue.labels[i], split=split)
             added += 1
             eval_rows += split == "eval"
             per_class[catalogue.labels[i]] = per_class.get(catalogue.labels[i], 0) + 1
