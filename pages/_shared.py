@@ -117,5 +117,26 @@ def touch_session() -> bool:
     return True
 
 
+def show_explanation(explanation, key: str, *, opacity_slider: bool = False) -> None:
+    """Grad-CAM over the photo beside the description coloured by SHAP (Predict, Review)."""
+    from core import charts
+
+    label = explanation.label
+    photo_col, words_col = st.columns(2)
+    if explanation.gradcam is not None:
+        opacity = (photo_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_opacity")
+                   if opacity_slider else 0.45)
+        photo_col.plotly_chart(charts.gradcam_figure(explanation.image, explanation.gradcam.heatmap, opacity,
+                                                     title=f"Where the photo says “{label}”"),
+                               key=f"{key}_gradcam")
+    else:
+        photo_col.caption("No photo: the description decided alone.")
+    if explanation.text_shap is not None:
+        words_col.markdown(f"**Words for and against “{label}”** (red pushes towards it, blue away)")
+        words_col.html(charts.text_shap_html(explanation.text_shap))
+    else:
+        words_col.caption("No description: the photo decided alone.")
+
+
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"

@@ -23,13 +23,18 @@ from pages._shared import friendly_errors, load_classifier, percent, require_pag
 user = require_page("models")
 st.title("Models")
 
+
+def fused_metrics(model: dict, split: str = "validation") -> dict:
+    """The fused model's metrics of a registered version on `split` (empty if unknown)."""
+    return ((model["metrics"] or {}).get(split) or {}).get("fused") or {}
+
+
 # -- the live model ----------------------------------------------------------------------
 live = live_model(store())
 if live is None:
     st.info("No model yet: import a labelled catalogue below, then train.")
 else:
-    validation = (live["metrics"] or {}).get("validation", {})
-    fused = validation.get("fused", {})
+    fused = fused_metrics(live)
     a, b, c, d = st.columns([2, 1, 1, 1])  # room for the whole version id
     a.metric("Live version", live["version"])
     b.metric("Accuracy (validation)", percent(fused.get("accuracy")))
@@ -52,8 +57,8 @@ if versions:
     table = pd.DataFrame([{
         "version": m["version"], "live": m["active"], "name": m["name"], "created": (m["created_at"] or "")[:19],
         "by": m["created_by"],
-        "macro-F1": ((m["metrics"] or {}).get("validation", {}).get("fused", {}) or {}).get("macro_f1"),
-        "eval slice macro-F1": ((m["metrics"] or {}).get("eval_slice", {}).get("fused", {}) or {}).get("macro_f1"),
+        "macro-F1": fused_metrics(m).get("macro_f1"),
+        "eval slice macro-F1": fused_metrics(m, "eval_slice").get("macro_f1"),
     } for m in versions])
     st.dataframe(table, hide_index=True, width="stretch")
 

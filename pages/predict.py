@@ -8,7 +8,7 @@ import streamlit as st
 from core import charts
 from core.review_queue import record_feedback
 from core.scoring import score_product
-from pages._shared import friendly_errors, live_classifier, percent, require_page, store
+from pages._shared import friendly_errors, live_classifier, percent, require_page, show_explanation, store
 
 user = require_page("predict")
 st.title("Predict a category")
@@ -63,19 +63,7 @@ if explanation is not None:
     st.caption(f"{share.summary} (product #{result.product_id}, explained in "
                f"{explanation.timings.get('total', 0):.1f} s)")
     st.plotly_chart(charts.modality_bar(share), key="predict_modality")
-    photo_col, words_col = st.columns(2)
-    if explanation.gradcam is not None:
-        opacity = photo_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_opacity")
-        photo_col.plotly_chart(charts.gradcam_figure(explanation.image, explanation.gradcam.heatmap, opacity,
-                                                     title=f"Where the photo says “{explained}”"),
-                               key="predict_gradcam")
-    else:
-        photo_col.caption("No photo: the description decided alone.")
-    if explanation.text_shap is not None:
-        words_col.markdown(f"**Words for and against “{explained}”** (red pushes towards it, blue away)")
-        words_col.html(charts.text_shap_html(explanation.text_shap))
-    else:
-        words_col.caption("No description: the photo decided alone.")
+    show_explanation(explanation, "predict", opacity_slider=True)
 
 # -- correct? ---------------------------------------------------------------------------
 st.subheader("Is this right?")

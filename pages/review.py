@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts
 from core.review_queue import DEFAULT_ORDER, ORDERS, SUSPECTS, claim_next, pending_count, record_review
-from pages._shared import friendly_errors, live_classifier, percent, require_page, store
+from pages._shared import friendly_errors, live_classifier, percent, require_page, show_explanation, store
 
 user = require_page("review")
 st.title("Review queue")
@@ -90,9 +89,4 @@ with friendly_errors():
             st.caption(explanation.modality.summary + (f" (explained with the live model "
                                                        f"{classifier.version})" if classifier.version !=
                                                        item.model_version else ""))
-            photo_col, words_col = st.columns(2)
-            if explanation.gradcam is not None:
-                photo_col.plotly_chart(charts.gradcam_figure(explanation.image, explanation.gradcam.heatmap),
-                                       key="review_gradcam")
-            if explanation.text_shap is not None:
-                words_col.html(charts.text_shap_html(explanation.text_shap))
+            show_explanation(explanation, "review")
