@@ -71,12 +71,15 @@ def _age_seconds(stamp: str | None) -> float:
 
 
 def _reap(db, kind: str | None = None) -> None:
-    """Mark jobs whose worker is gone as failed."""
+    """Mark jobs whose worker is gone as failed. Our ended worker processes are collected
+    here too (poll() reaps them, so none lingers as a zombie)."""
+    ended = {job_id for job_id, proc in list(_processes.items()) if proc.poll() is not None}
+    for job_id in ended:
+        _processes.pop(job_id, None)
     sql = "SELECT id, pid, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
     for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall():
-        proc = _processes.get(row["id"])
-        if proc is not None:
-            gone = proc.poll() is not None  # our worker process ended without saying so (killed)
+        if row["id"] in ended or row["id"] in _processes:
+            gone = row["id"] in ended  # a worker process that ended without saying so (killed)
         elif row["pid"] == os.getpid():
             # ours: running exactly while its worker is registered, however long since its last
             # heartbeat (embedding many photos reports none); unregistered: this process runs it
