@@ -13,6 +13,7 @@ is brought up to date when a Store is opened, never by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -29,7 +30,13 @@ from core.settings import get_settings
 DB_NAME = "studio.db"
 BUSY_TIMEOUT_MS = 30_000
 ROLES = ("admin", "reviewer", "viewer")
-DECISIONS = ("accept", "correct", "skip")
+# What a reviewer can decide. `accept`, `correct` and `out_of_scope` settle a product (the
+# latest one not undone is its label; out_of_scope = no category fits, never trained on);
+# `skip` puts it back at the end of that reviewer's queue; `suggest` is a viewer's feedback,
+# shown to reviewers, never trained on.
+SETTLING = ("accept", "correct", "out_of_scope")
+DECISIONS = (*SETTLING, "skip")
+SUGGEST = "suggest"
 
 
 def utc_now() -> str:
@@ -118,7 +125,71 @@ def _v3_suspects(db: sqlite_utils.Database) -> None:
     db["suspects"].create_index(["flagged", "score"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects]
+def content_key(text: str | None, image_hash: str | None) -> str:
+    """A product's identity by content: its normalised text and its photo's hash. The same
+    photo + description predicted twice, scored in two batches or imported twice is one product."""
+    normalised = " ".join(str(text or "").casefold().split())
+    return hashlib.sha256(f"{normalised}\x00{image_hash or ''}".encode()).hexdigest()
+
+
+# The one rule for "a settled decision": the latest decision not undone among accept /
+# correct / out_of_scope. Every query that needs a product's reviewed label reads these views.
+_VIEWS = """
+CREATE VIEW live_reviews AS SELECT * FROM reviews WHERE revoked_at IS NULL;
+CREATE VIEW settled AS
+  SELECT r.* FROM reviews r
+  JOIN (SELECT product_id, MAX(id) AS id FROM reviews
+        WHERE revoked_at IS NULL AND decision IN ('accept', 'correct', 'out_of_scope')
+        GROUP BY product_id) last ON last.id = r.id;
+CREATE VIEW effective_labels AS
+  SELECT p.id AS product_id,
+         CASE WHEN s.decision = 'out_of_scope' THEN NULL ELSE COALESCE(s.new_label, p.true_label) END AS label,
+         CASE WHEN s.decision = 'out_of_scope' THEN 'out_of_scope'
+              WHEN s.id IS NOT NULL THEN 'reviewer'
+              WHEN p.true_label IS NOT NULL THEN 'catalogue' END AS label_source,
+         s.id AS review_id, s.reviewer, s.created_at AS reviewed_at, s.decision
+  FROM products p LEFT JOIN settled s ON s.product_id = p.id;
+"""
+
+
+def _v4_trustworthy_labels(db: sqlite_utils.Database) -> None:
+    """Products identified by content (or an id column), decisions that can be undone,
+    changed and bulk-applied with an audit trail, viewers' suggestions, and log-in sessions
+    kept in a revocable cookie."""
+    products = db["products"]
+    products.add_column("content_key", str)
+    products.add_column("external_id", str)
+    products.add_column("updated_at", str)
+    for row in db.execute("SELECT id, text, image_hash FROM products").fetchall():
+        db.execute("UPDATE products SET content_key = ? WHERE id = ?", [content_key(row[1], row[2]), row[0]])
+    products.create_index(["content_key"])
+    products.create_index(["external_id"])
+
+    reviews = db["reviews"]
+    for column, kind in (("revoked_at", str), ("revoked_by", str), ("replaces", int), ("bulk_id", int),
+                         ("shown_at", str)):
+        reviews.add_column(column, kind)
+    reviews.create_index(["reviewer", "id"])
+    reviews.create_index(["decision"])
+
+    db["bulk_actions"].create({
+        "id": int, "user": str, "action": str, "filter": str, "threshold": float, "count": int,
+        "created_at": str, "undone_at": str, "undone_by": str,
+    }, pk="id", not_null={"user", "action"})
+
+    db["sessions"].create({
+        "id": str, "user_id": int, "created_at": float, "last_seen": float, "expires_at": float,
+        "revoked_at": float, "user_agent": str,
+    }, pk="id", not_null={"user_id", "created_at", "last_seen", "expires_at"},
+        foreign_keys=[("user_id", "users", "id")])
+    db["sessions"].create_index(["user_id"])
+    for statement in _VIEWS.split(";"):  # executescript would commit the migration's transaction
+        if statement.strip():
+            db.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
+                                                              _v4_trustworthy_labels]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

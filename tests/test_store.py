@@ -18,7 +18,8 @@ from core.settings import REPO_ROOT
 from core.store import MIGRATIONS, SCHEMA_VERSION, Store
 from studio_helpers import LABELS, add_predicted_product, cheap_hashes, count, make_users
 
-TABLES = {"users", "images", "products", "predictions", "reviews", "models", "claims", "audit", "jobs", "suspects"}
+TABLES = {"users", "images", "products", "predictions", "reviews", "models", "claims", "audit", "jobs", "suspects",
+          "bulk_actions", "sessions"}
 
 
 def tables(path: Path) -> set[str]:
@@ -322,3 +323,29 @@ def test_concurrent_reviews_from_eight_threads_are_all_recorded(tmp_path, monkey
                                "FROM reviews GROUP BY reviewer ORDER BY reviewer")
     assert per_reviewer == [{"reviewer": f"rev{i}", "n": per_thread, "notes": per_thread} for i in range(n_threads)]
     assert store.one("SELECT COUNT(DISTINCT id) AS n FROM reviews")["n"] == n_threads * per_thread
+
+
+def test_v4_backfills_content_keys_and_the_settled_view_skips_undone_decisions(tmp_path):
+    """A database of schema 3 (products without content keys) is brought to v4: every old
+    product gets its content key, and `settled` takes the latest decision not undone."""
+    from core.store import content_key
+
+    path = tmp_path / "old.db"
+    db = core.store.sqlite_utils.Database(sqlite3.connect(path))
+    for migration in MIGRATIONS[:3]:
+        migration(db)
+    db.execute("PRAGMA user_version = 3")
+    db["products"].insert({"id": 1, "text": "Red  Watch", "image_hash": None, "source": "x"})
+    db["reviews"].insert({"id": 1, "product_id": 1, "reviewer": "a", "decision": "correct", "new_label": "A"})
+    db["reviews"].insert({"id": 2, "product_id": 1, "reviewer": "b", "decision": "correct", "new_label": "B"})
+    db.conn.commit()
+    db.close()
+    forget_migrated(path)
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.one("SELECT content_key FROM products")["content_key"] == content_key("red watch", None)
+    assert store.one("SELECT new_label FROM settled WHERE product_id = 1")["new_label"] == "B"
+    with store.transaction() as tx:
+        tx.execute("UPDATE reviews SET revoked_at = 'now' WHERE id = 2")
+    assert store.one("SELECT label, label_source FROM effective_labels WHERE product_id = 1") == {
+        "label": "A", "label_source": "reviewer"}
