@@ -51,6 +51,12 @@ class User:
     def can(self, action: str) -> bool:
         return action in PERMISSIONS.get(self.role, set())
 
+    @classmethod
+    def system(cls, name: str = "system") -> "User":
+        """The acting user of shell commands run by whoever owns the server's files
+        (`python -m core import|export|train --from-store`): an admin that cannot log in."""
+        return cls(0, name, "admin")
+
 
 def require(user: User | None, action: str) -> User:
     """Raise PermissionDenied unless `user` may do `action`."""
@@ -135,7 +141,14 @@ def authenticate(store: Store, username: str, password: str) -> User | None:
     return _user(row)
 
 
-def change_password(store: Store, user: User, old_password: str, new_password: str) -> User:
+def change_password(store: Store, user: User, old_password: str, new_password: str, *,
+                    keep_session: str | None = None) -> User:
+    """Set a new password and log the user out everywhere else: every other session of
+    theirs is revoked in the same transaction (a stolen session dies with the old
+    password). `keep_session` is the cookie of the session making the change, which
+    stays logged in; None ends them all."""
+    from core.sessions import revoke_user_sessions  # core.sessions imports this module
+
     row = store.one("SELECT * FROM users WHERE id = ?", [user.id])
     if row is None or not verify_password(old_password or "", row["password_hash"]):
         raise InputError("the current password is wrong")
@@ -144,6 +157,7 @@ def change_password(store: Store, user: User, old_password: str, new_password: s
         raise InputError("choose a password different from the current one")
     with store.transaction() as db:
         db["users"].update(user.id, {"password_hash": hash_password(new_password), "must_change_password": 0})
+        revoke_user_sessions(store, user.id, keep_session, db=db)
         store.audit(user.username, "user.password", db=db)
     return User(user.id, user.username, user.role, False)
 

@@ -29,8 +29,7 @@ def comparison_frame(store: Store, *metadatas: dict) -> pd.DataFrame:
     cutoff = max([(m or {}).get("trained_from", {}).get("last_review_id") or 0 for m in metadatas] or [0])
     if any("trained_from" not in (m or {}) for m in metadatas):
         cutoff = None  # a model trained outside the store: only the frozen slice is safe
-    last_review = pd.DataFrame(store.query("SELECT product_id AS id, MAX(id) AS review_id FROM reviews "
-                                           "WHERE decision IN ('accept', 'correct') GROUP BY product_id"),
+    last_review = pd.DataFrame(store.query("SELECT product_id AS id, id AS review_id FROM settled"),
                                columns=["id", "review_id"])
     frame = frame.merge(last_review, on="id", how="left")
     fresh = frame["review_id"].notna() & (frame["review_id"] > cutoff) if cutoff is not None else False

@@ -4,8 +4,9 @@ as pandas DataFrames that `core.charts` draws.
 
 Days are UTC calendar days (`substr(created_at, 1, 10)` of the ISO timestamps), and a
 window of `days=30` means today and the 29 days before it; `days=None` means all time.
-Only reviews that settle a product count as reviewed: `accept` and `correct` (a `skip`
-leaves it in the queue). A review's predicted class is its `old_label`; its final class
+Only decisions that settle a product with a category count as reviewed: `accept` and
+`correct`, not undone (a `skip` leaves it in the queue; `out_of_scope` names no category;
+a viewer's `suggest` is not a decision). A review's predicted class is its `old_label`; its final class
 is `new_label` for a correction and `old_label` for an accept. An empty database gives
 empty frames with the documented columns, never an error.
 """
@@ -56,7 +57,7 @@ def predictions_per_day(store: Store, days: int | None = 30) -> pd.DataFrame:
     window, params = _window(days)
     rows = store.query(f"""
         SELECT substr(p.created_at, 1, 10) AS day, count(*) AS predictions,
-               count(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = p.product_id
+               count(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id
                                                 AND r.decision IN {SETTLED})
                               THEN p.product_id END) AS reviewed
         FROM predictions p {_where(window)}
@@ -79,7 +80,7 @@ def correction_rate_per_class(store: Store) -> pd.DataFrame:
     rows = store.query(f"""
         SELECT r.old_label AS label, count(*) AS reviewed,
                sum({FINAL_LABEL} != r.old_label) AS corrected
-        FROM reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
+        FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
         GROUP BY r.old_label ORDER BY r.old_label""")
     frame = _frame(rows, {"label": "str", "reviewed": "int64", "corrected": "int64"})
     frame["rate"] = _rate(frame["corrected"], frame["reviewed"])
@@ -92,7 +93,7 @@ def predicted_vs_corrected(store: Store) -> tuple[list[str], list[list[int]]]:
     predicted class was labels[j], so `charts.confusion_heatmap` draws it as is."""
     rows = store.query(f"""
         SELECT r.old_label AS predicted, {FINAL_LABEL} AS final, count(*) AS n
-        FROM reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
+        FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
         GROUP BY predicted, final""")
     labels = sorted({row["predicted"] for row in rows} | {row["final"] for row in rows})
     index = {label: i for i, label in enumerate(labels)}
@@ -125,14 +126,14 @@ def summary(store: Store) -> dict:
     row = store.one(f"""
         SELECT (SELECT count(*) FROM predictions) AS predictions,
                (SELECT count(DISTINCT product_id) FROM predictions) AS products,
-               (SELECT count(*) FROM reviews r WHERE r.decision IN {SETTLED}) AS reviews,
-               (SELECT count(*) FROM reviews r WHERE r.decision IN {SETTLED}
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED}) AS reviews,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED}
                   AND r.old_label IS NOT NULL AND {FINAL_LABEL} != r.old_label) AS corrections,
-               (SELECT count(*) FROM reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL)
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL)
                   AS labelled_reviews,
-               (SELECT count(*) FROM reviews r WHERE r.decision = 'skip') AS skipped,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision = 'skip') AS skipped,
                (SELECT count(DISTINCT p.product_id) FROM predictions p WHERE NOT EXISTS (
-                  SELECT 1 FROM reviews r WHERE r.product_id = p.product_id AND r.decision IN {SETTLED}))
+                  SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id AND r.decision IN {SETTLED}))
                   AS pending,
                (SELECT count(*) FROM predictions p WHERE {BOTH_MODELS}) AS both_models,
                (SELECT count(*) FROM predictions p WHERE {BOTH_MODELS} AND p.disagree = 1) AS disagreements""")

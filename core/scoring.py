@@ -1,6 +1,7 @@
 """Score a product with the live model and record it: the product, its photo and the
 prediction (all three probability sets, the version, who, when, how long) land in one
-transaction, and the product enters the review queue.
+transaction, and the product enters the review queue. A product already known by its
+content (the same description and photo) gets the new prediction instead of a twin.
 
 Input is checked before anything is written, so bad input never leaves a half-product.
 """
@@ -17,7 +18,7 @@ from core.auth import User, require
 from core.catalog import join_text
 from core.classifier import Classifier, Prediction
 from core.errors import InputError
-from core.store import Store, to_json, utc_now
+from core.store import Store, content_key, to_json, utc_now
 from core.uploads import StoredImage, record_image, store_image
 
 MAX_TEXT_CHARS = 20_000
@@ -66,10 +67,34 @@ def prediction_row(product_id: int, prediction: Prediction, latency_ms: float | 
 
 
 def insert_product(db: sqlite_utils.Database, text: str, image_hash: str | None, source: str, user: str | None,
-                   source_ref: str | None = None, true_label: str | None = None, split: str | None = None) -> int:
+                   source_ref: str | None = None, true_label: str | None = None, split: str | None = None,
+                   external_id: str | None = None) -> int:
     return db["products"].insert({
         "text": text, "image_hash": image_hash, "source": source, "source_ref": source_ref, "true_label": true_label,
-        "split": split, "created_at": utc_now(), "created_by": user}).last_pk
+        "split": split, "created_at": utc_now(), "created_by": user, "content_key": content_key(text, image_hash),
+        "external_id": external_id}).last_pk
+
+
+def find_product(db: sqlite_utils.Database, text: str, image_hash: str | None,
+                 external_id: str | None = None) -> int | None:
+    """The product these are, if it is known: by the catalogue's own id when one is given,
+    else by content (normalised text + photo hash). The oldest match wins."""
+    if external_id:
+        row = db.execute("SELECT id FROM products WHERE external_id = ? ORDER BY id LIMIT 1", [external_id]).fetchone()
+    else:
+        row = db.execute("SELECT id FROM products WHERE content_key = ? ORDER BY id LIMIT 1",
+                         [content_key(text, image_hash)]).fetchone()
+    return row[0] if row else None
+
+
+def find_or_insert_product(db: sqlite_utils.Database, text: str, image_hash: str | None, source: str,
+                           user: str | None, source_ref: str | None = None) -> tuple[int, bool]:
+    """(product id, True if new): a photo + description scored again attaches its new
+    prediction to the product it already is, instead of adding a duplicate to the queue."""
+    found = find_product(db, text, image_hash)
+    if found is not None:
+        return found, False
+    return insert_product(db, text, image_hash, source, user, source_ref=source_ref), True
 
 
 def score_product(store: Store, classifier: Classifier, user: User, *, text: str | None = None,
@@ -85,7 +110,7 @@ def score_product(store: Store, classifier: Classifier, user: User, *, text: str
     latency_ms = (time.perf_counter() - started) * 1000
     with store.transaction() as db:
         image_hash = record_image(db, stored) if stored else None
-        product_id = insert_product(db, text, image_hash, source, user.username)
+        product_id, _ = find_or_insert_product(db, text, image_hash, source, user.username)
         prediction_id = db["predictions"].insert(prediction_row(product_id, prediction, latency_ms,
                                                                  user.username)).last_pk
     return ScoredProduct(product_id, prediction_id, prediction, latency_ms, stored, text)

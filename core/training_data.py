@@ -18,8 +18,9 @@ import pandas as pd
 
 from core.auth import User, require
 from core.catalog import Catalogue, ImportReport, normalize_text
-from core.scoring import insert_product
-from core.store import Store
+from core.errors import InputError
+from core.scoring import find_product, insert_product
+from core.store import Store, content_key, utc_now
 from core.uploads import image_path, record_image, store_image_file
 
 EVAL_PERCENT = 15
@@ -35,20 +36,39 @@ def split_of(text: str, image_hash: str | None = None) -> str:
 @dataclass
 class ImportSummary:
     source: str
-    added: int
-    duplicates: int
-    unusable: int
-    eval_rows: int
-    per_class: dict[str, int] = field(default_factory=dict)
+    added: int       # products new to the database
+    updated: int     # known products whose catalogue label changed
+    unchanged: int   # known products, label as before (a re-import)
+    unusable: int    # rows without a label, or without text and photo
+    eval_rows: int   # of the added ones, how many went to the frozen evaluation slice
+    per_class: dict[str, int] = field(default_factory=dict)  # added products per class
+
+    def line(self) -> str:
+        return (f"{self.added:,} new, {self.updated:,} updated, {self.unchanged:,} unchanged, "
+                f"{self.unusable:,} rows skipped (no label, text or photo)")
+
+
+def _external_ids(catalogue: Catalogue, id_col: str | None) -> list[str | None]:
+    """The catalogue's own product ids (one per row), when the import names an id column."""
+    if not id_col:
+        return [None] * len(catalogue)
+    columns = {str(c).strip(): c for c in catalogue.frame.columns}
+    if id_col.strip() not in columns:
+        raise InputError(f"{catalogue.source.name}: no id column '{id_col}' (columns: {', '.join(columns)})")
+    return [(" ".join(str(v).split()) or None) for v in catalogue.frame[columns[id_col.strip()]].tolist()]
 
 
 def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
-                     on_progress: Callable[[float, str], None] | None = None) -> ImportSummary:
-    """Add a labelled catalogue's usable rows as products (photos stored by hash), all
-    in one transaction. Rows already imported from the same source are skipped."""
+                     on_progress: Callable[[float, str], None] | None = None, *,
+                     id_col: str | None = None) -> ImportSummary:
+    """Add a labelled catalogue's usable rows as products (photos stored by hash), all in
+    one transaction. A product already in the database — the same id in `id_col`, or else
+    the same normalised text and photo — is updated (its catalogue label), never doubled;
+    it keeps its evaluation-slice membership."""
     require(user, "train")
     progress = on_progress or (lambda f, m: None)
     source = f"catalogue:{name}"
+    external = _external_ids(catalogue, id_col)
     rows = [i for i in range(len(catalogue)) if catalogue.usable[i] and catalogue.labels[i] is not None]
     stored = {}
     for n, i in enumerate(rows):
@@ -56,40 +76,44 @@ def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
             stored[i] = store_image_file(catalogue.image_paths[i], what=f"row {i + 1}")
         if n % 20 == 0:
             progress(0.9 * n / max(1, len(rows)), f"stored {n} of {len(rows)} photos")
-    added = duplicates = eval_rows = 0
+    added = updated = unchanged = eval_rows = 0
     per_class: dict[str, int] = {}
+    now = utc_now()
     with store.transaction() as db:
-        existing = {(r[0], r[1], r[2]) for r in db.execute(
-            "SELECT text, image_hash, true_label FROM products WHERE source = ?", [source]).fetchall()}
         for i in rows:
             image_hash = record_image(db, stored[i]) if i in stored else None
-            key = (catalogue.texts[i], image_hash, catalogue.labels[i])
-            if key in existing:
-                duplicates += 1
+            text, label = catalogue.texts[i], catalogue.labels[i]
+            known = find_product(db, text, image_hash, external[i])
+            if known is not None:
+                old = db.execute("SELECT true_label, text, image_hash FROM products WHERE id = ?", [known]).fetchone()
+                if tuple(old) == (label, text, image_hash):
+                    unchanged += 1
+                    continue
+                db.execute("UPDATE products SET true_label = ?, text = ?, image_hash = ?, content_key = ?, "
+                           "updated_at = ? WHERE id = ?",
+                           [label, text, image_hash, content_key(text, image_hash), now, known])
+                updated += 1
                 continue
-            existing.add(key)
-            split = split_of(catalogue.texts[i], image_hash)
-            insert_product(db, catalogue.texts[i], image_hash, source, user.username, source_ref=str(i + 1),
-                           true_label=catalogue.labels[i], split=split)
+            split = split_of(text, image_hash)
+            insert_product(db, text, image_hash, source, user.username, source_ref=str(i + 1), true_label=label,
+                           split=split, external_id=external[i])
             added += 1
             eval_rows += split == "eval"
-            per_class[catalogue.labels[i]] = per_class.get(catalogue.labels[i], 0) + 1
-        store.audit(user.username, "catalogue.import", {"source": source, "added": added, "duplicates": duplicates,
-                                                          "file": str(catalogue.source)}, db=db)
-    progress(1.0, f"imported {added} products")
-    return ImportSummary(source, added, duplicates, len(catalogue) - len(rows), eval_rows, per_class)
+            per_class[label] = per_class.get(label, 0) + 1
+        store.audit(user.username, "catalogue.import", {"source": source, "added": added, "updated": updated,
+                                                          "unchanged": unchanged, "file": catalogue.source.name}, db=db)
+    progress(1.0, f"imported: {added} new, {updated} updated, {unchanged} unchanged")
+    return ImportSummary(source, added, updated, unchanged, len(catalogue) - len(rows), eval_rows, per_class)
 
 
-# Each product's effective label: the latest accept/correct review, else the catalogue's.
+# Each product's effective label (the view `effective_labels`: the latest settled decision
+# not undone, else the catalogue's; out-of-scope products have none).
 LABELLED = """
 SELECT p.id, p.text, p.image_hash, p.split, p.source, p.true_label,
-       r.new_label AS reviewed_label, r.reviewer, r.created_at AS reviewed_at,
-       COALESCE(r.new_label, p.true_label) AS label
-FROM products p
-LEFT JOIN (SELECT product_id, MAX(id) AS id FROM reviews WHERE decision IN ('accept', 'correct')
-           GROUP BY product_id) last ON last.product_id = p.id
-LEFT JOIN reviews r ON r.id = last.id
-WHERE COALESCE(r.new_label, p.true_label) IS NOT NULL
+       CASE WHEN e.label_source = 'reviewer' THEN e.label END AS reviewed_label, e.reviewer,
+       e.reviewed_at, e.label
+FROM products p JOIN effective_labels e ON e.product_id = p.id
+WHERE e.label IS NOT NULL
 """
 
 
@@ -111,7 +135,7 @@ def label_conflicts(store: Store) -> pd.DataFrame:
     return pd.DataFrame(store.query("""
         SELECT product_id, COUNT(DISTINCT new_label) AS labels, GROUP_CONCAT(reviewer || ': ' || new_label, '; ')
                AS decisions
-        FROM (SELECT * FROM reviews WHERE decision IN ('accept', 'correct') ORDER BY id)  -- decisions in order
+        FROM (SELECT * FROM live_reviews WHERE decision IN ('accept', 'correct') ORDER BY id)  -- decisions in order
         GROUP BY product_id HAVING COUNT(DISTINCT new_label) > 1
         """), columns=["product_id", "labels", "decisions"])
 

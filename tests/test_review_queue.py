@@ -33,9 +33,9 @@ SPECS = {
     "E": ([0.70, 0.15, 0.15], [0.1, 0.2, 0.7], [0.7, 0.2, 0.1]),
 }
 EXPECTED = {
-    "least confidence": "BADEC",
-    "smallest margin": "ABDEC",
-    "text–image disagreement": "ECBAD",
+    "least_confidence": "BADEC",
+    "margin": "ABDEC",
+    "disagreement": "ECBAD",
 }
 
 
@@ -64,7 +64,7 @@ def order_of(store, user, order: str) -> str:
     for name, pid in ((r["text"][-1], r["id"]) for r in store.query("SELECT id, text FROM products")):
         names[pid] = name
     seen = ""
-    while (item := claim_next(store, user, order)) is not None:
+    while (item := claim_next(store, user, order)) is not None and not item.skipped:
         seen += names[item.product_id]
         record_review(store, user, item.product_id, "skip")
         assert len(seen) <= len(names)
@@ -96,13 +96,13 @@ def test_unknown_order_is_an_input_error(store, users, products):
 def test_the_queue_uses_the_latest_prediction(store, users, products):
     # C was the most confident; re-scored, it is now the least
     add_prediction(store, products["C"], [0.34, 0.33, 0.33])
-    item = claim_next(store, users["rev1"], "least confidence")
+    item = claim_next(store, users["rev1"], "least_confidence")
     assert item.product_id == products["C"] and item.confidence == pytest.approx(0.34)
     assert pending_count(store, users["rev1"]) == 5  # one item per product, not per prediction
 
 
 def test_queue_item_fields(store, users, products):
-    item = claim_next(store, users["rev1"], "text–image disagreement")
+    item = claim_next(store, users["rev1"], "disagreement")
     assert item.product_id == products["E"] and item.text == "product E" and item.source == "test"
     assert item.labels == LABELS and item.fused == SPECS["E"][0] and item.label == "Kitchen"
     assert item.text_probs == SPECS["E"][1] and item.image_probs == SPECS["E"][2]
@@ -125,7 +125,7 @@ def test_two_reviewers_get_different_items_and_each_keeps_theirs(store, users, p
     assert first.product_id == products["B"] and second.product_id == products["A"]
     for _ in range(3):  # page reloads, even under another order, keep the same item
         assert claim_next(store, users["rev1"]).product_id == first.product_id
-        assert claim_next(store, users["rev1"], "text–image disagreement").product_id == first.product_id
+        assert claim_next(store, users["rev1"], "disagreement").product_id == first.product_id
         assert claim_next(store, users["rev2"]).product_id == second.product_id
     claims = store.query("SELECT product_id, user FROM claims ORDER BY user")
     assert claims == [{"product_id": first.product_id, "user": "rev1"},
@@ -171,15 +171,20 @@ def test_a_viewer_cannot_claim_or_review(store, users, products):
 # --------------------------------------------------------------------------- decisions
 
 
-def test_skip_hides_the_item_from_that_reviewer_only(store, users, products):
+def test_a_skipped_item_comes_back_after_the_others(store, users, products):
     item = claim_next(store, users["rev1"])
     record_review(store, users["rev1"], item.product_id, "skip")
     assert count(store, "claims") == 0  # the decision released the claim
-    assert pending_count(store, users["rev1"]) == 4
-    assert pending_count(store, users["rev2"]) == 5
+    assert pending_count(store, users["rev1"]) == 5  # skipped is not gone
     assert pending_count(store) == 5
-    assert claim_next(store, users["rev1"]).product_id != item.product_id
-    assert claim_next(store, users["rev2"]).product_id == item.product_id
+    assert claim_next(store, users["rev2"]).product_id == item.product_id  # others are not affected
+    release(store, users["rev2"])
+    seen = []
+    while not (nxt := claim_next(store, users["rev1"])).skipped:
+        seen.append(nxt.product_id)
+        record_review(store, users["rev1"], nxt.product_id, "skip")
+    assert item.product_id not in seen and len(seen) == 4
+    assert nxt.product_id == item.product_id  # the first skipped comes back first, marked
     review = reviews_of(store, item.product_id)[0]
     assert (review["decision"], review["old_label"], review["new_label"]) == ("skip", "Kitchen", None)
 
@@ -196,7 +201,7 @@ def test_accept_and_correct_remove_the_item_for_everyone(store, users, products)
                               prediction_id=other.prediction_id)
     assert pending_count(store) == 3 and count(store, "claims") == 0
     seen = set()
-    while (nxt := claim_next(store, users["rev3"])) is not None:
+    while (nxt := claim_next(store, users["rev3"])) is not None and not nxt.skipped:
         seen.add(nxt.product_id)
         record_review(store, users["rev3"], nxt.product_id, "skip")
     assert seen == set(products.values()) - {item.product_id, other.product_id}
@@ -240,28 +245,51 @@ def test_bad_decisions_and_products(store, users, products):
     assert count(store, "reviews") == 0
 
 
-def test_feedback_by_the_products_creator(store, users):
+def test_a_viewers_feedback_is_a_suggestion_never_a_label(store, users):
+    """Bug: a viewer's "No, the right category is…" was saved as a correction and trained on."""
+    from core.training_data import labelled_products
+
     viewer, other = users["viewer"], users["viewer2"]
     mine, _ = add_predicted_product(store, SPECS["A"][0], created_by="viewer")
     again, _ = add_predicted_product(store, SPECS["B"][0], created_by="viewer")
 
-    review_id = record_feedback(store, viewer, mine)
+    feedback = record_feedback(store, viewer, mine)
     row = reviews_of(store, mine)[0]
-    assert row["id"] == review_id
-    assert (row["reviewer"], row["decision"], row["new_label"]) == ("viewer", "accept", "Kitchen")
-    record_feedback(store, viewer, again, correct_label="Toys")
-    assert [(r["decision"], r["new_label"]) for r in reviews_of(store, again)] == [("correct", "Toys")]
+    assert feedback.suggestion and row["id"] == feedback.review_id
+    assert (row["reviewer"], row["decision"], row["new_label"]) == ("viewer", "suggest", "Kitchen")
+    record_feedback(store, viewer, again, correct_label="Toys", note="it is a doll")
+    assert [(r["decision"], r["new_label"]) for r in reviews_of(store, again)] == [("suggest", "Toys")]
     with pytest.raises(InputError, match="not a category"):
         record_feedback(store, viewer, again, correct_label="Gadgets")
-
     with pytest.raises(InputError, match="products you scored"):
         record_feedback(store, other, mine, correct_label="Toys")
     with pytest.raises(InputError, match="no product"):
         record_feedback(store, viewer, 12345)
-    # a reviewer may give feedback on anyone's product
-    record_feedback(store, users["rev1"], mine, correct_label="Watches")
-    assert [r["reviewer"] for r in reviews_of(store, mine)] == ["viewer", "rev1"]
-    assert pending_count(store) == 0
+
+    # suggestions are no labels: both products stay in the queue and out of training
+    assert pending_count(store) == 2 and labelled_products(store).empty
+    item = claim_next(store, users["rev1"])
+    shown = {item.product_id: item}
+    release(store, users["rev1"])
+    record_review(store, users["rev1"], item.product_id, "skip")
+    nxt = claim_next(store, users["rev1"])
+    shown[nxt.product_id] = nxt
+    assert [(s["reviewer"], s["new_label"], s["note"]) for s in shown[again].suggestions] == \
+        [("viewer", "Toys", "it is a doll")]  # reviewers see the suggestion
+
+    # a reviewer's feedback on anyone's product is a decision
+    feedback = record_feedback(store, users["rev1"], mine, correct_label="Watches")
+    assert not feedback.suggestion
+    assert [r["decision"] for r in reviews_of(store, mine)] == ["suggest", "correct"]
+    assert labelled_products(store)["label"].tolist() == ["Watches"]
+
+
+def test_record_feedback_has_no_permission_argument():
+    """The caller must not pick which permission is checked."""
+    import inspect
+
+    assert "action" not in inspect.signature(record_feedback).parameters
+    assert "action" not in inspect.signature(record_review).parameters
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -272,6 +300,7 @@ LEFT_FOR = """SELECT COUNT(*) AS n FROM products pr
 WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.product_id = pr.id)
   AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.product_id = pr.id
                   AND (r.decision IN ('accept', 'correct') OR (r.decision = 'skip' AND r.reviewer = ?)))"""
+# (skipped items come back after the others: a reviewer is done when only those are left)
 
 
 def test_concurrent_reviewers_never_hold_the_same_item(store):
@@ -292,6 +321,9 @@ def test_concurrent_reviewers_never_hold_the_same_item(store):
             barrier.wait(10)
             while True:
                 item = claim_next(store, user, ttl=60)
+                if item is not None and item.skipped:
+                    release(store, user)
+                    item = None
                 if item is None:
                     # nothing free for me now; stop only when nothing is left for me at all
                     # (items another reviewer holds come back when that reviewer skips them)
