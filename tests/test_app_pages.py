@@ -346,55 +346,6 @@ def test_predict_bad_input_shows_a_message_and_writes_nothing(app_home):
 # --------------------------------------------------------------------------- review
 
 
-def test_review_queue_correct_accept_then_empty(app_home):
-    from core.scoring import score_product
-
-    at = login("rita")  # loads the live model (the Predict page), which the helper reuses
-    model = classifier()
-    rita = user_object("rita")
-    scored = [score_product(store(), model, rita, text="Acme puzzle doll blocks playset", image=png_bytes("Toys")),
-              score_product(store(), model, rita, text="Orion lawn shovel watch kettle mixed bag")]
-    by_id = {s.product_id: s for s in scored}
-
-    at = open_page(at, "review")
-    assert titles(at) == [TITLES["review"]]
-    assert "**2** items left for you" in [c.value for c in at.caption]
-
-    def shown() -> int:
-        heads = [m.value for m in at.markdown if m.value.startswith("**Product ")]
-        assert len(heads) == 1, heads
-        return int(heads[0].split()[1].rstrip("*"))
-
-    first = shown()
-    assert first in by_id
-    assert at.button(key="review_accept").label == f"Accept “{by_id[first].prediction.label}”"
-    options = at.selectbox(key="review_label").options
-    assert sorted(options) == sorted(set(model.labels) - {by_id[first].prediction.label})
-    new_label = options[-1]
-    at.selectbox(key="review_label").select(new_label)
-    at.text_input(key="review_note").input("checked the photo")
-    button(at, "Save correction").click()
-    at = ok(at.run())
-    review = store().one("SELECT * FROM reviews WHERE product_id = ?", [first])
-    assert (review["decision"], review["new_label"], review["reviewer"], review["note"]) == (
-        "correct", new_label, "rita", "checked the photo")
-    assert review["old_label"] == by_id[first].prediction.label
-
-    second = shown()  # the next item follows at once
-    assert second != first and second in by_id
-    assert "**1** item left for you" in [c.value for c in at.caption]
-    at.button(key="review_accept").click()
-    at = ok(at.run())
-    review = store().one("SELECT * FROM reviews WHERE product_id = ?", [second])
-    assert (review["decision"], review["new_label"], review["reviewer"]) == (
-        "accept", by_id[second].prediction.label, "rita")
-
-    assert [s.value for s in at.success] == ["Nothing left to review. New predictions and batches land here."]
-    assert "**0** items left for you" in [c.value for c in at.caption]
-    assert not [b for b in at.button if b.key == "review_accept"]
-    assert count("reviews") == 2
-
-
 # --------------------------------------------------------------------------- batch
 
 
