@@ -6,9 +6,17 @@ from __future__ import annotations
 import streamlit as st
 
 from core import charts
-from core.review_queue import record_feedback
+from core.review_queue import LOW_CONFIDENCE, record_feedback
 from core.scoring import score_product
-from pages._shared import friendly_errors, live_classifier, percent, require_page, show_explanation, store
+from pages._shared import (
+    friendly_errors,
+    honest_percent,
+    live_classifier,
+    percent,
+    require_page,
+    show_explanation,
+    store,
+)
 
 user = require_page("predict")
 st.title("Predict a category")
@@ -37,11 +45,17 @@ if result is None or result.prediction.model_version != classifier.version:
 prediction = result.prediction
 
 # -- the answer -------------------------------------------------------------------------
-st.subheader(f"{prediction.label} · {percent(prediction.confidence)}")
+st.subheader(f"{prediction.label} · {honest_percent(prediction.confidence)}")
 st.caption(f"Product #{result.product_id} · model {prediction.model_version} · {result.latency_ms:.0f} ms")
+if prediction.confidence < LOW_CONFIDENCE:
+    st.warning(f"Low confidence: **{prediction.label}** is only the model's best guess "
+               f"({percent(prediction.confidence)}). Check this product before trusting the category.",
+               icon=":material/help:")
 if prediction.disagree:
+    image_sure = max(prediction.image) if prediction.image is not None else None
     st.warning(f"The description says **{prediction.text_label}** but the photo looks like "
-               f"**{prediction.image_label}**. Check this product before trusting the category.", icon=":material/warning:")
+               f"**{prediction.image_label}** ({percent(image_sure)} sure). The combined confidence above does not "
+               "settle that: check this product before trusting the category.", icon=":material/warning:")
 st.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
 
 # -- why --------------------------------------------------------------------------------
@@ -67,21 +81,29 @@ if explanation is not None:
 
 # -- correct? ---------------------------------------------------------------------------
 st.subheader("Is this right?")
+if not user.can("review"):
+    st.caption("Your answer goes to the reviewers as a suggestion; it becomes a training label once a reviewer "
+               "agrees.")
 done = st.session_state.get("predict_feedback")
 if done:
     st.success(done)
 else:
     accept_col, correct_col = st.columns([1, 2])
-    if accept_col.button(f"Yes, it is {prediction.label}", key="feedback_accept", type="primary"):
+    if accept_col.button(f"Yes, it is {prediction.label}", key=f"feedback_accept_{result.product_id}",
+                         type="primary"):
         with friendly_errors("Could not save: "):
-            record_feedback(store(), user, result.product_id, prediction_id=result.prediction_id)
-            st.session_state["predict_feedback"] = f"Saved: {prediction.label} confirmed."
+            feedback = record_feedback(store(), user, result.product_id, prediction_id=result.prediction_id)
+            st.session_state["predict_feedback"] = (f"Sent to the reviewers: {prediction.label} looks right to you."
+                                                    if feedback.suggestion else f"Saved: {prediction.label} confirmed.")
             st.rerun()
     others = [label for label in labels if label != prediction.label]
-    right = correct_col.selectbox("No, the right category is", others, index=None, key="feedback_label",
-                                  placeholder="Search a category…")
-    if correct_col.button("Save correction", key="feedback_correct", disabled=right is None):
+    right = correct_col.selectbox("No, the right category is", others, index=None,
+                                  key=f"feedback_label_{result.product_id}", placeholder="Search a category…")
+    if correct_col.button("Save correction" if user.can("review") else "Suggest this category",
+                          key=f"feedback_correct_{result.product_id}", disabled=right is None):
         with friendly_errors("Could not save: "):
-            record_feedback(store(), user, result.product_id, correct_label=right, prediction_id=result.prediction_id)
-            st.session_state["predict_feedback"] = f"Saved: corrected to {right}."
+            feedback = record_feedback(store(), user, result.product_id, correct_label=right,
+                                       prediction_id=result.prediction_id)
+            st.session_state["predict_feedback"] = (f"Sent to the reviewers: you suggest {right}."
+                                                    if feedback.suggestion else f"Saved: corrected to {right}.")
             st.rerun()

@@ -291,21 +291,26 @@ def test_predict_classifies_an_upload_and_records_feedback(app_home):
     assert at.subheader[0].value.startswith("Watches · ")
     assert count("images") == 1
 
-    # "No, the right category is" + "Save correction"
-    assert at.button(key="feedback_correct").disabled
-    assert at.selectbox(key="feedback_label").options == ["Kitchen", "Toys"]
-    at.selectbox(key="feedback_label").select("Toys")
+    # a viewer's "No, the right category is" is a suggestion for the reviewers, not a label
+    pid = pred["product_id"]
+    assert at.button(key=f"feedback_correct_{pid}").disabled
+    assert at.button(key=f"feedback_correct_{pid}").label == "Suggest this category"
+    assert at.selectbox(key=f"feedback_label_{pid}").options == ["Kitchen", "Toys"]
+    at.selectbox(key=f"feedback_label_{pid}").select("Toys")
     at = ok(at.run())
-    at.button(key="feedback_correct").click()
+    at.button(key=f"feedback_correct_{pid}").click()
     at = ok(at.run())
     reviews = store().query("SELECT * FROM reviews")
     assert len(reviews) == 1
     assert {k: reviews[0][k] for k in (
         "product_id", "prediction_id", "reviewer", "decision", "old_label", "new_label")} == {
-        "product_id": pred["product_id"], "prediction_id": pred["id"], "reviewer": "victor",
-        "decision": "correct", "old_label": "Watches", "new_label": "Toys"}
-    assert [s.value for s in at.success] == ["Saved: corrected to Toys."]
-    assert not [b for b in at.button if b.key in ("feedback_accept", "feedback_correct")]
+        "product_id": pid, "prediction_id": pred["id"], "reviewer": "victor",
+        "decision": "suggest", "old_label": "Watches", "new_label": "Toys"}
+    assert [s.value for s in at.success] == ["Sent to the reviewers: you suggest Toys."]
+    assert not [b for b in at.button if b.key.startswith("feedback_")]
+    from core.training_data import labelled_products
+
+    assert labelled_products(store()).empty  # never a training label
 
     # a second product, accepted
     at.file_uploader(key="predict_photo").clear()
@@ -316,12 +321,29 @@ def test_predict_classifies_an_upload_and_records_feedback(app_home):
     assert count("predictions") == 2 and second["user"] == "victor" and second["id"] != pred["id"]
     assert store().one("SELECT image_hash FROM products WHERE id = ?", [second["product_id"]])["image_hash"] is None
     assert "predict_probabilities" in plotly_keys(at)
-    assert at.button(key="feedback_accept").label == f"Yes, it is {second['label']}"
-    at.button(key="feedback_accept").click()
+    accept = at.button(key=f"feedback_accept_{second['product_id']}")
+    assert accept.label == f"Yes, it is {second['label']}"
+    accept.click()
     at = ok(at.run())
     accepted = store().one("SELECT * FROM reviews WHERE product_id = ?", [second["product_id"]])
-    assert (accepted["decision"], accepted["new_label"], accepted["reviewer"]) == ("accept", second["label"], "victor")
-    assert [s.value for s in at.success] == [f"Saved: {second['label']} confirmed."]
+    assert (accepted["decision"], accepted["new_label"], accepted["reviewer"]) == ("suggest", second["label"], "victor")
+    assert [s.value for s in at.success] == [f"Sent to the reviewers: {second['label']} looks right to you."]
+
+
+def test_a_reviewers_answer_on_predict_is_a_decision(app_home):
+    at = login("rita")
+    at.text_area(key="predict_text").input("Acme watch dial strap with wrist chronograph finish")
+    button(at, "Classify").click()
+    at = ok(at.run())
+    pred = store().one("SELECT * FROM predictions")
+    wrong = next(label for label in json.loads(pred["labels"]) if label != pred["label"])
+    at.selectbox(key=f"feedback_label_{pred['product_id']}").select(wrong)
+    at = ok(at.run())
+    at.button(key=f"feedback_correct_{pred['product_id']}").click()
+    at = ok(at.run())
+    review = store().one("SELECT decision, new_label FROM reviews")
+    assert review == {"decision": "correct", "new_label": wrong}
+    assert [s.value for s in at.success] == [f"Saved: corrected to {wrong}."]
 
 
 def test_predict_bad_input_shows_a_message_and_writes_nothing(app_home):
