@@ -393,6 +393,16 @@ def change_decision(store: Store, user: User, review_id: int, decision: str, *, 
     return new_id
 
 
+def categories_of(store: Store, product_id: int) -> list[str]:
+    """The categories a decision on this product may name: its latest prediction's classes,
+    or for a catalogue item every label known to the database."""
+    with store.read() as db:
+        row = db.execute("SELECT labels FROM predictions WHERE product_id = ? ORDER BY id DESC LIMIT 1",
+                         [product_id]).fetchone()
+        labels = row[0] if row else _catalogue_label(db, product_id)["labels"]
+    return sorted(from_json(labels))
+
+
 def my_decisions(store: Store, user: User, *, search: str = "", decision: str | None = None,
                  include_undone: bool = False, limit: int = 500) -> pd.DataFrame:
     """The user's decisions, newest first, with the product's text: what the "My

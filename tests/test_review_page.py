@@ -164,3 +164,59 @@ def test_a_viewer_suggestion_is_shown_to_the_reviewer(app_home):
     at = open_page(at, "review")
     assert shown(at) == scored.product_id
     assert any(f"suggests **{wrong}**" in i.value and "see the box" in i.value for i in at.info)
+
+
+def open_my_decisions(at):
+    at.switch_page("pages/my_decisions.py")
+    return ok(at.run())
+
+
+def test_my_decisions_search_change_and_undo(app_home):
+    from core.review_queue import claim_next, record_review
+
+    at = login("rita")
+    by_id = score([("Acme puzzle doll blocks playset", None), ("Vega ladle kettle nonstick saucepan", None)])
+    rita = user_object("rita")
+    for _ in by_id:
+        item = claim_next(store(), rita)
+        record_review(store(), rita, item.product_id, "accept", seen_review_id=item.seen_review_id)
+
+    at = open_my_decisions(at)
+    table = at.dataframe[0].value
+    assert len(table) == 2 and set(table["decision"]) == {"Accept"}
+    at.text_input(key="decisions_search").input("ladle")
+    at = ok(at.run())
+    table = at.dataframe[0].value
+    assert len(table) == 1 and "ladle" in table.iloc[0]["text"]
+    product = int(table.iloc[0]["product_id"])
+    review_id = int(table.iloc[0]["review_id"])
+
+    # select the row (what a click on it does), then change it to a correction
+    at.session_state["decisions_table"] = {"selection": {"rows": [0], "columns": []}}
+    at = ok(at.run())
+    label = next(c for c in at.selectbox(key=f"change_label_{review_id}").options
+                 if c != by_id[product].prediction.label)
+    button(at, "Save the change").click()  # Correct with no category: a message, nothing written
+    at = ok(at.run())
+    assert any("Choose the category" in e for e in errors(at))
+    assert store().one("SELECT COUNT(*) AS n FROM reviews WHERE revoked_at IS NOT NULL")["n"] == 0
+    at.selectbox(key=f"change_label_{review_id}").select(label)
+    at.text_input(key=f"change_note_{review_id}").input("it is a saucepan set")
+    button(at, "Save the change").click()
+    at = ok(at.run())
+    assert store().one("SELECT decision, new_label, replaces FROM settled WHERE product_id = ?", [product]) == {
+        "decision": "correct", "new_label": label, "replaces": review_id}
+    assert store().one("SELECT action FROM audit WHERE action = 'review.change'") is not None
+
+    button(at, "Undo my last decision").click()  # the change itself is the last decision
+    at = ok(at.run())
+    assert store().one("SELECT COUNT(*) AS n FROM settled WHERE product_id = ?", [product])["n"] == 0
+    assert claim_next(store(), rita).product_id == product  # back in her queue
+
+
+def test_my_decisions_when_there_are_none(app_home):
+    at = open_my_decisions(login("rita"))
+    assert any("not decided anything yet" in i.value for i in at.info)
+    at.text_input(key="decisions_search").input("%' OR 1=1 --")  # hostile search is just text
+    at = ok(at.run())
+    assert any("No decision matches" in i.value for i in at.info)
