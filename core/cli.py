@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="folder with products.csv and images/ (default: the shared demo)")
     p.add_argument("--force", action="store_true", help="retrain even if the demo model exists")
 
+    p = sub.add_parser("import", help="import a labelled catalogue into the app's database (as the Models page "
+                       "does); prints what was new, updated and skipped")
+    _add_mapping(p, label=True)
+    p.add_argument("--id-col", metavar="C", help="column with the catalogue's own product ids: a re-import updates "
+                   "those products (default: products are matched by their text and photo)")
+    p.add_argument("--name", help="name of this catalogue in the app (default: the CSV's file name)")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("export", help="write the app's labelled dataset (or its decision log) to CSV or Parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.csv|FILE.parquet")
+    p.add_argument("--decisions", action="store_true", help="the decision log (every decision, undone ones too) "
+                   "instead of the labelled dataset")
+    p.add_argument("--quiet", action="store_true")
+
     from core.explain.cli import add_parser as add_explain_parser
 
     add_explain_parser(sub)
@@ -297,6 +311,42 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from dataclasses import asdict
+
+    from core.auth import User
+    from core.store import Store
+    from core.training_data import import_catalogue
+
+    name = (args.name or args.data.stem).strip()
+    if not name:
+        raise InputError("--name must not be empty")
+    catalogue = _load(args, require_labels=True)
+    summary = import_catalogue(Store(), User.system("cli"), catalogue, name, id_col=args.id_col)
+    _report(catalogue, args.quiet)  # after the import: bad input ends with its one error line
+    print(json.dumps(asdict(summary), indent=2, ensure_ascii=False))
+    if not args.quiet:
+        print(f"{summary.source}: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from core.auth import User
+    from core.export import FORMATS, decision_log, labelled_dataset, write_table
+    from core.store import Store
+
+    if args.out.suffix.lower() not in FORMATS:  # before the database is read
+        raise InputError(f"{args.out.name}: unknown extension '{args.out.suffix}'; write a .csv or a .parquet file")
+    user = User.system("cli")
+    frame = decision_log(Store(), user) if args.decisions else labelled_dataset(Store(), user)
+    path = write_table(frame, args.out)
+    what = "decisions" if args.decisions else "products"
+    print(json.dumps({"out": str(path), "rows": len(frame), "what": what}))
+    if not args.quiet:
+        print(f"wrote {len(frame)} {what} to {path}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from core.demo import ensure_demo_model
 
@@ -325,7 +375,7 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "explain": cmd_explain, "serve": cmd_serve, "job-worker": cmd_job_worker,
-            "suspects": cmd_suspects}
+            "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
