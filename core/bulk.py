@@ -25,8 +25,8 @@ SELECT pred.product_id, pred.id AS prediction_id, pred.label, pred.confidence
 FROM predictions pred
 JOIN (SELECT product_id, MAX(id) AS id FROM predictions
       WHERE product_id IN (SELECT value FROM json_each(:ids)) GROUP BY product_id) latest ON latest.id = pred.id
-WHERE pred.confidence >= :threshold
-  AND NOT EXISTS (SELECT 1 FROM settled s WHERE s.product_id = pred.product_id)
+LEFT JOIN settled s ON s.product_id = pred.product_id  -- a join, not NOT EXISTS: the view is built once
+WHERE pred.confidence >= :threshold AND s.id IS NULL
 ORDER BY pred.product_id
 """
 

@@ -93,14 +93,20 @@ def disagreements(store: Store, user: User) -> pd.DataFrame:
     settled them yet (an admin's decision is not the product's settled one)."""
     require(user, "users")
     rows = store.query("""
-        SELECT r.id, r.product_id, r.reviewer, r.decision, r.new_label, p.text, e.label, e.label_source,
-               e.review_id AS settled_id, COALESCE(u.role = 'admin', 0) AS settled_by_admin,
+        WITH candidates AS (SELECT product_id FROM live_reviews WHERE decision IN ('accept', 'correct', 'out_of_scope')
+                            GROUP BY product_id HAVING COUNT(DISTINCT reviewer) > 1),
+             present AS MATERIALIZED (  -- built once: joined per review, the view would be scanned per row
+               SELECT e.product_id, e.label, e.label_source, e.review_id AS settled_id,
+                      COALESCE(u.role = 'admin', 0) AS settled_by_admin
+               FROM effective_labels e LEFT JOIN users u ON u.username = e.reviewer
+               WHERE e.product_id IN (SELECT product_id FROM candidates))
+        SELECT r.id, r.product_id, r.reviewer, r.decision, r.new_label, p.text, present.label, present.label_source,
+               present.settled_id, present.settled_by_admin,
                (SELECT label FROM predictions WHERE product_id = r.product_id ORDER BY id DESC LIMIT 1)
                    AS predicted_label
-        FROM live_reviews r
+        FROM present
+        JOIN live_reviews r ON r.product_id = present.product_id
         JOIN products p ON p.id = r.product_id
-        JOIN effective_labels e ON e.product_id = r.product_id
-        LEFT JOIN users u ON u.username = e.reviewer
         WHERE r.decision IN ('accept', 'correct', 'out_of_scope')
         ORDER BY r.product_id, r.id""")
     by_product: dict[int, list[dict]] = {}

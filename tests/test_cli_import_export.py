@@ -64,7 +64,8 @@ def test_import_twice_adds_nothing_the_second_time(tmp_path, cat):
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     n = len(cat.rows)
-    assert (summary["source"], summary["added"], summary["updated"], summary["unchanged"]) == ("catalogue:shop", n, 0, 0)
+    assert (summary["source"], summary["added"], summary["updated"], summary["unchanged"]) == (
+        "catalogue:shop", n, 0, 0)
     assert summary["per_class"] == {"Kitchen": 5, "Toys": 5, "Watches": 5}
     assert f"{n} new, 0 updated, 0 unchanged" in first.stderr
 
