@@ -3,11 +3,13 @@ SQLite store: filters, a product's history, bulk accept → undo (a later decisi
 survives), the export downloads, settling a disagreement — and bad input on each.
 
 The pages are run as files with a logged-in user in the session (as in
-test_app_pages.run_page_directly); the navigation that lists them is streamlit_app.py's."""
+test_app_pages.run_page_directly); the last test goes through the real app (log-in,
+streamlit_app.py's navigation) in chromium for what AppTest cannot click."""
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ if str(ROOT) not in sys.path:  # the pages import `core` and `pages._shared`
     sys.path.insert(0, str(ROOT))
 BROWSE, TEAM = str(ROOT / "pages" / "browse.py"), str(ROOT / "pages" / "team.py")
 NO_ACCESS = "You do not have access to this page."
+PASSWORD = "password123"
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +48,7 @@ def store(studio_home, monkeypatch) -> Store:
 
 @pytest.fixture
 def users(store) -> dict:
-    return make_users(store, ("rita", "reviewer"), ("bob", "reviewer"), ("victor", "viewer"))
+    return make_users(store, ("rita", "reviewer"), ("bob", "reviewer"), ("victor", "viewer"), password=PASSWORD)
 
 
 @pytest.fixture
@@ -304,3 +307,36 @@ def test_team_with_no_decisions_says_so(store, users):
     assert texts(at.info)[0].startswith("Nobody has decided anything yet.")
     assert texts(at.success) == ["No open disagreements: every product two reviewers decided differently has "
                                  "been settled."]
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def test_browser_row_click_opens_history_and_the_csv_downloads(store, users, products, studio_home, tmp_path):
+    """What AppTest cannot do: pick a row in the table (a canvas grid) and download a file
+    built on click, through the real app (log-in, navigation) in chromium."""
+    from browser import browser_page, chromium_path, log_in, streamlit_server
+
+    if chromium_path() is None:
+        pytest.skip("Debian chromium is not installed")
+    record_review(store, users["bob"], products[-1], "correct", new_label="Watches")
+    env = {**os.environ, "STUDIO_HOME": str(studio_home)}
+    with streamlit_server(env, tmp_path / "streamlit.log") as url, browser_page((1400, 1400)) as page:
+        log_in(page, url, "rita", PASSWORD)
+        page.get_by_role("link", name="Data browser").click()
+        grid = page.locator('[data-testid="stDataFrame"]')
+        grid.wait_for(timeout=60_000)
+        page.get_by_text("30 products match").wait_for()
+        page.wait_for_timeout(1000)  # the grid draws its rows after it appears
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 15, box["y"] + 36 + 35 + 17)  # the selection cell of the 2nd row (newest first)
+        second_newest = products[-2]
+        page.get_by_text(f"Product {second_newest} · source test").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Predictions (1)").wait_for()
+
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Labelled dataset (CSV)").click()
+        saved = tmp_path / "dataset.csv"
+        download.value.save_as(saved)
+    dataset = pd.read_csv(saved)
+    assert dataset[["product_id", "label", "label_source"]].values.tolist() == [[products[-1], "Watches", "reviewer"]]
