@@ -13,7 +13,8 @@ import streamlit as st
 from core.auth import authenticate, change_password, ensure_first_admin
 from core.errors import InputError, one_line
 from core.registry import live_model, sync_models
-from pages._shared import current_user, store, touch_session
+from pages._shared import (current_user, end_session, restore_session, start_session, store, sync_session_cookie,
+                           touch_session)
 
 st.set_page_config(page_title="Catalog Studio", page_icon=":material/category:", layout="wide")
 
@@ -29,19 +30,12 @@ def bootstrap() -> None:
     sync_models(store())
 
 
-def log_out(message: str | None = None) -> None:
-    for key in list(st.session_state.keys()):
-        del st.session_state[key]
-    if message:
-        st.session_state["flash"] = message
-
-
 def login_form() -> None:
     st.title("Catalog Studio")
     st.caption("Put every product in the right category, and keep the classifier honest.")
     if msg := st.session_state.pop("flash", None):
         st.info(msg)
-    with st.form("login"):
+    with st.form("login", clear_on_submit=True):  # no password left in the page after a log-in
         username = st.text_input("Username", key="login_username")
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
@@ -51,17 +45,16 @@ def login_form() -> None:
             time.sleep(0.5)  # slows guessing a little more; the hash is the main brake
             st.error("Wrong username or password.")
             return
-        st.session_state.update(user=user, login_at=time.time(), last_seen=time.time())
+        start_session(user)  # a server-side session and its cookie: a reload keeps the user logged in
         st.rerun()
     st.caption("First run? The admin's one-time password was printed in the terminal that started the app "
                "(or set STUDIO_ADMIN_USER and STUDIO_ADMIN_PASSWORD before starting it).")
 
 
-def password_form(user) -> None:
-    st.title("Choose a new password")
-    st.write(f"Logged in as **{user.username}** with a one-time password: choose your own to continue.")
-    with st.form("new_password"):
-        old = st.text_input("One-time password", type="password")
+def password_form(user, *, old_label: str = "One-time password", form_key: str = "new_password") -> None:
+    """Change the password; every other session of the user is logged out, this one stays."""
+    with st.form(form_key):
+        old = st.text_input(old_label, type="password")
         new = st.text_input("New password (8 characters or more)", type="password")
         again = st.text_input("New password again", type="password")
         submitted = st.form_submit_button("Save password", type="primary")
@@ -70,11 +63,19 @@ def password_form(user) -> None:
             st.error("The two new passwords differ.")
             return
         try:
-            st.session_state["user"] = change_password(store(), user, old, new)
+            st.session_state["user"] = change_password(store(), user, old, new,
+                                                       keep_session=st.session_state.get("session_token"))
         except InputError as exc:
             st.error(one_line(exc))
             return
+        st.session_state["flash_toast"] = "Password changed; your other sessions are logged out."
         st.rerun()
+
+
+def first_password_page(user) -> None:
+    st.title("Choose a new password")
+    st.write(f"Logged in as **{user.username}** with a one-time password: choose your own to continue.")
+    password_form(user)
 
 
 def sidebar(user) -> None:
@@ -86,30 +87,35 @@ def sidebar(user) -> None:
             st.session_state["live_version"] = model["version"]
         else:
             st.caption("No live model yet")
+        with st.popover("Change password", icon=":material/key:"):
+            password_form(user, old_label="Current password", form_key="change_password")
         if st.button("Log out", key="logout"):
-            log_out("You are logged out.")
+            end_session("You are logged out.")
             st.rerun()
+        sync_session_cookie()
 
 
 bootstrap()
-user = current_user()
-if user is not None and not touch_session():
-    log_out("Your session expired; please log in again.")
-    user = None
-if user is not None:  # a role changed or an account disabled by an admin applies at once
-    row = store().one("SELECT role, disabled FROM users WHERE id = ?", [user.id])
-    if row is None or row["disabled"]:
-        log_out("Your account is disabled.")
+# This tab's user, or the browser's session cookie picked up after F5, in a new tab or on a
+# deep link; then checked on every run: idle and absolute expiry, revocation (log-out
+# elsewhere, a password change), and a role change or disabling by an admin apply at once.
+user = restore_session()
+if user is not None:
+    if ended := touch_session():
+        end_session(ended)
         user = None
-    elif row["role"] != user.role:
-        user = type(user)(user.id, user.username, row["role"], user.must_change_password)
-        st.session_state["user"] = user
+    else:
+        user = current_user()  # re-read from the database by touch_session
+if toast := st.session_state.pop("flash_toast", None):
+    st.toast(toast)
 
 if user is None:
     st.navigation([st.Page(login_form, title="Log in", url_path="login")], position="hidden").run()
+    sync_session_cookie()
 elif user.must_change_password:
-    st.navigation([st.Page(lambda: password_form(user), title="New password", url_path="password")],
+    st.navigation([st.Page(lambda: first_password_page(user), title="New password", url_path="password")],
                   position="hidden").run()
+    sync_session_cookie()
 else:
     pages = {"Classify": [st.Page("pages/predict.py", title="Predict", icon=":material/search:", default=True)]}
     if user.can("batch"):

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import streamlit as st
+import streamlit.components.v2
 
+from core import sessions
 from core.auth import PermissionDenied, User
 from core.errors import InputError, one_line
 from core.store import Store
@@ -29,10 +31,6 @@ def _keep_keras_state() -> None:
 
 _keep_keras_state()
 
-IDLE_MINUTES_DEFAULT = 60
-MAX_SESSION_HOURS = 12
-
-
 @st.cache_resource(show_spinner=False)
 def store() -> Store:
     """One Store per process (it only holds the path; each operation opens its own connection)."""
@@ -40,6 +38,8 @@ def store() -> Store:
 
 
 def current_user() -> User | None:
+    """This tab's logged-in user (streamlit_app.py restores it from the session cookie
+    after a reload, a new tab or a deep link; see restore_session)."""
     return st.session_state.get("user")
 
 
@@ -104,17 +104,124 @@ def friendly_errors(what: str = "") -> Iterator[None]:
                  "Nothing was saved; the details are in the server log.")
 
 
-def touch_session() -> bool:
-    """Expire idle or over-long sessions; True while the session is valid."""
-    import os
+# --------------------------------------------------------------------------- the session cookie
+#
+# The log-in lives in the `sessions` table (core/sessions.py); the browser holds its signed
+# token in the cookie `studio_session`. Streamlit reads cookies server-side
+# (st.context.cookies: those sent when the tab connected) but has no call to set one, so a
+# tiny st.components.v2 component (Streamlit's own, no package: its JavaScript runs in the
+# app page, not in an iframe) writes it with document.cookie: Path=/, SameSite=Strict,
+# Secure when the page is served over https. Being written by JavaScript, it cannot be
+# HttpOnly; the server-side checks (signature, revocation, idle and absolute expiry) are
+# what protect it. The token never goes into a URL.
 
+_COOKIE_JS = """
+export default function (component) {
+  const data = component.data || {};
+  const name = data.name;
+  if (!name) return;
+  const current = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  const value = current === undefined ? null : current.slice(name.length + 1);
+  const flags = "; Path=/; SameSite=Strict" + (location.protocol === "https:" ? "; Secure" : "");
+  if (data.value) {
+    if (value !== data.value) document.cookie = name + "=" + data.value + "; Max-Age=" + data.maxAge + flags;
+  } else if (data.clear && value === data.clear) {
+    // only the cookie this tab ended: another tab may have logged in since
+    document.cookie = name + "=; Max-Age=0" + flags;
+  }
+}
+"""
+_cookie_component = st.components.v2.component("studio_session_cookie", js=_COOKIE_JS)
+
+SESSION_EXPIRED = "Your session expired; please log in again."
+SESSION_REVOKED = "You were logged out: your password was changed or you logged out elsewhere."
+ACCOUNT_DISABLED = "Your account is disabled."
+
+
+def browser_cookie() -> str | None:
+    """The session cookie this tab sent when it connected (None without one, e.g. in AppTest)."""
+    try:
+        value = st.context.cookies.get(sessions.COOKIE_NAME)
+    except Exception:  # noqa: BLE001 - no browser context (bare script run): no cookie
+        return None
+    return value or None
+
+
+def start_session(user: User) -> None:
+    """After a successful log-in: a new server-side session, its cookie written on this run."""
+    try:
+        user_agent = st.context.headers.get("User-Agent")
+    except Exception:  # noqa: BLE001 - no browser context
+        user_agent = None
+    token = sessions.create_session(store(), user, user_agent)
     now = time.time()
-    idle = float(os.environ.get("STUDIO_SESSION_IDLE_MINUTES", IDLE_MINUTES_DEFAULT)) * 60
+    st.session_state.update(user=user, session_token=token, login_at=now, last_seen=now)
+
+
+def restore_session() -> User | None:
+    """This tab's user; a tab without one (F5, a new tab, a deep link) picks up the
+    browser's session cookie when it is still valid. Each cookie value is tried once per
+    tab: one that failed (or was logged out here) stays so until the browser sends another."""
+    user = current_user()
+    cookie = browser_cookie()
+    if user is not None or cookie is None or st.session_state.get("cookie_tried") == cookie:
+        return user
+    st.session_state["cookie_tried"] = cookie
+    user, status = sessions.check_session(store(), cookie)
+    if user is None:
+        st.session_state["cookie_to_clear"] = cookie  # garbled, forged, revoked or expired: drop it
+        if status in ("expired", "disabled"):
+            st.session_state.setdefault("flash", ACCOUNT_DISABLED if status == "disabled" else SESSION_EXPIRED)
+        return None
+    now = time.time()
+    st.session_state.update(user=user, session_token=cookie, login_at=now, last_seen=now)
+    return user
+
+
+def touch_session() -> str | None:
+    """Check this tab's session on every run. None while it is valid (the user is re-read
+    from the database: a role change applies at once); else the reason it ended, for the
+    log-in form. Ends it when this tab sat idle past the limit, the session is over
+    MAX_SESSION_HOURS old, it was revoked (log-out in another tab, a password change
+    elsewhere) or the account was disabled."""
+    now = time.time()
     started, seen = st.session_state.get("login_at", now), st.session_state.get("last_seen", now)
-    if now - seen > idle or now - started > MAX_SESSION_HOURS * 3600:
-        return False
-    st.session_state["last_seen"] = now
-    return True
+    if now - seen > sessions.idle_seconds() or now - started > sessions.MAX_SESSION_HOURS * 3600:
+        return SESSION_EXPIRED
+    user, status = sessions.check_session(store(), st.session_state.get("session_token"))
+    if user is None:
+        return {"disabled": ACCOUNT_DISABLED, "expired": SESSION_EXPIRED}.get(status, SESSION_REVOKED)
+    st.session_state.update(user=user, last_seen=now)
+    return None
+
+
+def end_session(message: str | None = None) -> None:
+    """Log this tab out: the server-side session is revoked (every tab of this browser is
+    out at its next action), the tab's state cleared, and the cookie removed on this run."""
+    token = st.session_state.get("session_token")
+    if token:
+        sessions.revoke_session(store(), token)
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+    st.session_state["cookie_tried"] = browser_cookie()  # never pick the ended session up again
+    if token:
+        st.session_state["cookie_to_clear"] = token
+    if message:
+        st.session_state["flash"] = message
+
+
+def sync_session_cookie() -> None:
+    """Render the cookie writer (call once per run, before the page runs: a page may stop).
+    Logged in: the browser's cookie holds this tab's session. Logged out: the cookie of a
+    session that ended here is removed."""
+    token = st.session_state.get("session_token") if current_user() is not None else None
+    if token:
+        data = {"name": sessions.COOKIE_NAME, "value": token, "maxAge": sessions.MAX_SESSION_HOURS * 3600}
+    elif clear := st.session_state.get("cookie_to_clear"):
+        data = {"name": sessions.COOKIE_NAME, "clear": clear}
+    else:
+        return
+    _cookie_component(key="session_cookie", data=data, height=0)
 
 
 def show_explanation(explanation, key: str, *, opacity_slider: bool = False) -> None:

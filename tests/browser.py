@@ -92,3 +92,18 @@ def choose(page, label: str, option: str) -> None:
     box.click()
     box.fill(option)
     page.get_by_role("option", name=option, exact=True).click()
+
+
+@contextmanager
+def chromium_browser():
+    """A headless Debian chromium for tests that need several tabs or several browsers:
+    `browser.new_context()` is one browser profile (its own cookies), and
+    `context.new_page()` a tab in it sharing those cookies."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
