@@ -3,25 +3,33 @@ the CLI maps them, scored in chunks with progress, and recorded in one transacti
 failure leaves no partial batch. Every scored product enters the review queue.
 
 Uploads are staged under <home>/data/uploads/<id>/; zip members are checked before
-anything is extracted (no absolute paths, no `..`, bounded size and count).
+anything is extracted (no absolute paths, no `..`, bounded size and count). Which folder
+of the zip holds the photos is decided from the *image column's* values only, matched as
+strings against the zip's own member list: no cell of the CSV is ever used as a path on
+disk (a long description would raise "File name too long"), and the work is bounded.
+
+Messages shown to the user name files relative to the upload (see `StagedUpload.public`),
+never the server's folders.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterable
 
 import pandas as pd
 
 from core.auth import User, require
 from core.catalog import Catalogue, load_catalogue, read_csv
 from core.classifier import Classifier
-from core.errors import InputError
+from core.columns import ColumnGuess, guess_columns
+from core.errors import InputError, one_line
 from core.scoring import insert_product, margin, prediction_row
 from core.settings import get_settings
 from core.store import Store
@@ -31,17 +39,63 @@ MAX_ZIP_BYTES = 2 * 1024**3      # uncompressed total
 MAX_ZIP_MEMBERS = 50_000
 MAX_ROWS = 20_000
 CHUNK = 64
+MAX_NAME_BYTES = 255             # one path component (Linux NAME_MAX)
+MAX_PATH_CHARS = 1024
+IMAGE_DIR_SAMPLE = 500           # image names tried when locating the photo folder
+MAX_IMAGE_DIR_DEPTH = 3
 
 Progress = Callable[[float, str], None]
 
 
 @dataclass
 class StagedUpload:
+    """An upload kept for mapping and scoring (or a CSV in a folder on the server).
+
+    `image_root` is where the zip was unpacked (uploads) or the default photo folder
+    (server folders); `image_files` lists the zip's files relative to it (None when
+    there is no zip). `confined`: photos must stay inside the upload (untrusted)."""
+
     folder: Path
     csv_path: Path
-    image_dir: Path
     columns: list[str]
     rows: int
+    guess: ColumnGuess = field(default_factory=ColumnGuess)
+    image_root: Path | None = None
+    image_files: frozenset[str] | None = None
+    confined: bool = True
+    frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def image_dir(self) -> Path:
+        """The photo folder for the guessed image column."""
+        return self.image_dir_for(None)
+
+    def image_dir_for(self, image_col: str | None) -> Path:
+        """The folder the image column's names are relative to: for a zip, its folder
+        that holds the most of them (zips often wrap the photos in a top folder the CSV
+        does not mention)."""
+        root = self.image_root or self.folder
+        column = image_col or self.guess.image
+        if self.image_files is None or column is None or self.frame is None or column not in self.frame:
+            return root
+        return root / _best_image_prefix(self.image_files, self.frame[column].tolist())
+
+    def public(self, text: str) -> str:
+        """`text` with the server's folders replaced by names relative to the upload: an
+        image that is not found reads "file not found: photos/x.jpg", not /srv/…/x.jpg."""
+        replacements = []
+        if self.image_root is not None:
+            replacements.append((self.image_root, "the zip" if self.image_files is not None else
+                                 self.image_root.name))
+        replacements += [(self.folder, "the upload" if self.confined else self.folder.name),
+                         (get_settings().data_dir, "the data folder")]
+        for path, name in replacements:
+            text = text.replace(f"{path}/", "").replace(str(path), name)
+        return text
+
+    def report_lines(self, catalogue: Catalogue, limit: int = 8) -> list[str]:
+        """The import report of `catalogue` for the page, paths made relative."""
+        return [self.public(line) for line in catalogue.report.summary_lines()[:limit]]
 
 
 def _safe_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -58,14 +112,47 @@ def _safe_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
             and "__MACOSX" not in PurePosixPath(m.filename).parts]
 
 
-def _best_image_dir(root: Path, values: list[str]) -> Path:
-    """The extracted folder that resolves the most image names of the CSV (zips often
-    wrap their photos in a top folder the CSV does not mention)."""
-    names = [v for v in values if v and not v.lower().startswith(("http://", "https://"))]
-    if not names:
-        return root
-    candidates = [root] + sorted(p for p in root.rglob("*") if p.is_dir() and len(p.relative_to(root).parts) <= 3)
-    return max(candidates, key=lambda d: sum((d / v).is_file() for v in names[:500]))
+def _impossible_name(text: str) -> bool:
+    """Whether `text` cannot be a file name on any disk (too long, a NUL byte): looking it
+    up would raise OSError instead of answering "not found"."""
+    parts = text.replace("\\", "/").split("/")
+    return (len(text) > MAX_PATH_CHARS or "\x00" in text
+            or any(len(part.encode("utf-8", "replace")) > MAX_NAME_BYTES for part in parts))
+
+
+def _as_relative_name(value: object) -> str | None:
+    """A CSV cell as a relative file name inside an upload, or None when it cannot be
+    one (empty, a URL, absolute, `..`, or longer than a file system allows)."""
+    text = str(value).strip().replace("\\", "/")
+    if not text or _impossible_name(text) or re.match(r"^[a-z][a-z0-9+.-]*://", text, re.I):
+        return None
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts:
+        return None
+    return str(path)
+
+
+def _best_image_prefix(files: Iterable[str], values: Iterable[object]) -> str:
+    """The folder (relative, "" = the zip's top) under which the most image names of the
+    CSV exist in the zip. Pure string matching on the member list: no file system call,
+    no OSError, time bounded by the sample size and the folder depth."""
+    files = frozenset(files)
+    names = []
+    for value in values:
+        name = _as_relative_name(value)
+        if name is not None:
+            names.append(name)
+        if len(names) >= IMAGE_DIR_SAMPLE:
+            break
+    if not names or not files:
+        return ""
+    prefixes = {""}
+    for member in files:
+        parts = PurePosixPath(member).parts[:-1]
+        for depth in range(1, min(len(parts), MAX_IMAGE_DIR_DEPTH) + 1):
+            prefixes.add("/".join(parts[:depth]))
+    hits = {p: sum(f"{p}/{n}" in files if p else n in files for n in names) for p in prefixes}
+    return max(sorted(prefixes, key=lambda p: (p.count("/"), p)), key=lambda p: hits[p])
 
 
 def stage_upload(csv_bytes: bytes, csv_name: str = "batch.csv", zip_bytes: bytes | None = None,
@@ -90,23 +177,46 @@ def _stage(folder: Path, csv_bytes: bytes, csv_name: str, zip_bytes: bytes | Non
     if len(frame) > MAX_ROWS:
         raise InputError(f"{csv_name}: {len(frame):,} rows; score at most {MAX_ROWS:,} at a time "
                          "(the CLI `python -m core predict` has no limit)")
-    image_dir = folder
+    image_root, image_files = None, None
     if zip_bytes:
         try:
             archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
         except zipfile.BadZipFile:
             raise InputError("the image archive is not a valid zip file") from None
+        image_root = folder / "images"
         with archive:
             members = _safe_members(archive)
-            target = folder / "images"
             try:
                 for m in members:
-                    archive.extract(m, target)
+                    archive.extract(m, image_root)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise InputError(f"the zip could not be unpacked: {exc}") from None
-        values = [str(v) for col in frame.columns for v in frame[col].tolist()[:500]]
-        image_dir = _best_image_dir(target, values)
-    return StagedUpload(folder, csv_path, image_dir, list(frame.columns), len(frame))
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+                raise InputError(f"the zip could not be unpacked: {reason}") from None
+        image_files = frozenset(str(PurePosixPath(m.filename.replace("\\", "/"))) for m in members)
+    return StagedUpload(folder, csv_path, list(frame.columns), len(frame), guess_columns(frame),
+                        image_root, image_files, confined=True, frame=frame)
+
+
+def open_folder_csv(csv_path: Path, encoding: str = "utf-8") -> StagedUpload:
+    """A CSV already on the server (an admin's folder) in the same shape as an upload:
+    photos under its `images/` folder if there is one, else beside it."""
+    frame = read_csv(csv_path, encoding=encoding)
+    images = csv_path.parent / "images"
+    return StagedUpload(csv_path.parent, csv_path, list(frame.columns), len(frame), guess_columns(frame),
+                        images if images.is_dir() else csv_path.parent, None, confined=False, frame=frame)
+
+
+def check_image_column(upload: StagedUpload, image_col: str) -> None:
+    """Refuse an image column whose values cannot be file names (a description chosen
+    by mistake), naming the column and the first such row, before any file is looked up."""
+    if upload.frame is None or image_col not in upload.frame:
+        return  # load_catalogue names a missing column
+    for row, value in enumerate(upload.frame[image_col].tolist(), start=1):
+        text = str(value).strip()
+        if text and not re.match(r"^https?://", text, re.I) and _impossible_name(text):
+            raise InputError(f"{upload.csv_path.name}: column '{image_col}' does not hold image file names "
+                             f"(row {row} is {len(text):,} characters: {text[:40]!r}…); choose the column "
+                             "with the photos' file names, or (none)")
 
 
 def load_staged(upload: StagedUpload, *, text_cols: list[str], image_col: str | None = None,
@@ -115,9 +225,11 @@ def load_staged(upload: StagedUpload, *, text_cols: list[str], image_col: str | 
     """The staged CSV as a Catalogue; photos must stay inside the upload's folder."""
     if not text_cols and not image_col:
         raise InputError("choose at least one text column or an image column")
-    return load_catalogue(upload.csv_path, text_cols=text_cols, image_col=image_col, image_dir=upload.image_dir,
-                          label_col=label_col, label_level=label_level, encoding=encoding,
-                          require_labels=require_labels, confine_images=True)
+    if image_col:
+        check_image_column(upload, image_col)
+    return load_catalogue(upload.csv_path, text_cols=text_cols, image_col=image_col,
+                          image_dir=upload.image_dir_for(image_col), label_col=label_col, label_level=label_level,
+                          encoding=encoding, require_labels=require_labels, confine_images=upload.confined)
 
 
 @dataclass
@@ -162,29 +274,39 @@ def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Cat
                        len(rows), len(catalogue) - len(rows))
 
 
+#: what scoring adds to each row; the first two lead the table and the download
+RESULT_COLUMNS = ["label", "confidence", "disagree", "status", "margin", "text_label", "image_label", "top3",
+                  "product_id", "row"]
+
+
 def result_frame(catalogue: Catalogue, predictions: dict, product_ids: dict[int, int]) -> pd.DataFrame:
-    """The table the user sees and downloads: one row per CSV row, skipped rows say why."""
+    """The table the user sees and downloads: one row per CSV row, in order; the predicted
+    label and its confidence first, then the user's own columns (ids, names… exactly as
+    uploaded, so the file joins back to theirs), then the details. Skipped rows say why.
+    A user column whose name a result column takes is kept as "<name> (yours)"."""
     out = []
     for i in range(len(catalogue)):
         p = predictions.get(i)
-        row = {"row": i + 1, "text": catalogue.texts[i][:200],
-               "image": catalogue.image_paths[i].name if catalogue.image_paths[i] is not None else ""}
         if p is None:
-            row.update(status="skipped: no description and no usable image")
+            row = {"status": "skipped: no description and no usable image"}
         else:
             top = p.top(3)
-            row.update(status="scored", product_id=product_ids[i], label=p.label,
-                       confidence=round(float(p.confidence), 4), margin=round(margin(p.fused), 4),
-                       text_label=p.text_label or "", image_label=p.image_label or "", disagree=bool(p.disagree),
-                       top3="; ".join(f"{l} {v:.0%}" for l, v in top))
+            row = dict(label=p.label, confidence=round(float(p.confidence), 4), disagree=bool(p.disagree),
+                       status="scored", margin=round(margin(p.fused), 4), text_label=p.text_label or "",
+                       image_label=p.image_label or "", top3="; ".join(f"{l} {v:.0%}" for l, v in top),
+                       product_id=product_ids[i])
+        row["row"] = i + 1
         out.append(row)
-    frame = pd.DataFrame(out)
-    for col in ("product_id",):
-        if col in frame:
-            frame[col] = frame[col].astype("Int64")
-    return frame
+    results = pd.DataFrame(out).reindex(columns=RESULT_COLUMNS)
+    results["product_id"] = results["product_id"].astype("Int64")
+    results["disagree"] = results["disagree"].astype("boolean")
+    yours = catalogue.frame.reset_index(drop=True)
+    yours = yours.rename(columns={c: f"{c} (yours)" for c in yours.columns if c in RESULT_COLUMNS})
+    lead, rest = results[RESULT_COLUMNS[:3]], results[RESULT_COLUMNS[3:]]
+    return pd.concat([lead, yours, rest], axis=1)
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The download: the result table as UTF-8 CSV, no index column."""
     return frame.to_csv(index=False).encode("utf-8")
 

@@ -3,6 +3,7 @@ labelled catalogue, train a new version in the background, activate a version.""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -10,18 +11,24 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.batch import stage_upload
-from core.catalog import load_catalogue
-from core.jobs import latest_job
+from core.batch import StagedUpload, load_staged, open_folder_csv, stage_upload
+from core.jobs import ACTIVE, latest_job
 from core.compare import compare, promote
 from core.registry import list_models, live_model
 from core.retrain import start_training
 from core.suspects import start_suspects_job
 from core.training_data import import_catalogue, label_conflicts, labelled_products
+from pages._flash import flash, show_flash
 from pages._shared import friendly_errors, load_classifier, percent, require_page, store
+
+NONE = "(none)"
+IMPORT_MAPPING_KEYS = ("import_text_cols", "import_label_col", "import_level", "import_image_col", "import_id_col",
+                       "import_name")
+FAILED_SHOWN_MINUTES = 60  # a failed job nobody here watched: an error this long, then a quiet line
 
 user = require_page("models")
 st.title("Models")
+show_flash("models")
 
 
 def fused_metrics(model: dict, split: str = "validation") -> dict:
@@ -105,7 +112,7 @@ if others:
         with friendly_errors("Not promoted: "):
             promote(store(), user, choice, comparison=comparison, confirm_worse=bool(confirm))
             st.session_state.pop("comparison", None)
-            st.success(f"{choice} is live.")
+            flash("models", f"{choice} is live.")
             st.rerun()
 
 # -- import a labelled catalogue --------------------------------------------------------
@@ -118,54 +125,71 @@ with folder_tab:
     folder = st.text_input("Folder with a CSV (and its photos)", key="import_folder",
                            placeholder="/data/catalogues/spring")
 
-source_csv = image_dir = None
-columns: list[str] = []
-with friendly_errors("Cannot read the catalogue: "):
+
+def staged_catalogue() -> StagedUpload | None:
+    """The uploaded (or server-side) CSV being mapped, staged once per file; a new file
+    forgets the last file's mapping so its own guess shows."""
     if csv_file is not None:
-        key = (csv_file.file_id, zip_file.file_id if zip_file else None)
-        if st.session_state.get("import_staged", (None,))[0] != key:
-            st.session_state["import_staged"] = (key, stage_upload(csv_file.getvalue(), csv_file.name,
-                                                                   zip_file.getvalue() if zip_file else None))
-        staged = st.session_state["import_staged"][1]
-        source_csv, image_dir, columns = staged.csv_path, staged.image_dir, staged.columns
+        key: tuple = ("upload", csv_file.file_id, zip_file.file_id if zip_file else None)
     elif folder.strip():
         path = Path(folder.strip()).expanduser()
         csvs = sorted(path.glob("*.csv")) if path.is_dir() else ([path] if path.suffix == ".csv" else [])
         if not csvs:
             st.warning(f"No CSV file in {path}")
-        else:
-            source_csv = st.selectbox("CSV", csvs, format_func=lambda p: p.name, key="import_folder_csv")
-            image_dir = source_csv.parent / "images" if (source_csv.parent / "images").is_dir() else source_csv.parent
-            from core.catalog import read_csv
+            return None
+        chosen = st.selectbox("CSV", csvs, format_func=lambda p: p.name, key="import_folder_csv")
+        key = ("folder", str(chosen), chosen.stat().st_mtime if chosen.exists() else 0)
+    else:
+        return None
+    if st.session_state.get("import_staged", (None,))[0] != key:
+        st.session_state.pop("import_staged", None)
+        for name in IMPORT_MAPPING_KEYS:
+            st.session_state.pop(name, None)
+        with st.spinner("Reading the catalogue…"):
+            staged = (stage_upload(csv_file.getvalue(), csv_file.name, zip_file.getvalue() if zip_file else None)
+                      if key[0] == "upload" else open_folder_csv(chosen))
+        st.session_state["import_staged"] = (key, staged)
+    return st.session_state["import_staged"][1]
 
-            columns = list(read_csv(source_csv).columns)
 
-if source_csv is not None and columns:
+def import_message(summary, name: str) -> str:
+    """What the import did, in the words of a re-import: new, updated, unchanged."""
+    classes = len(summary.per_class)
+    return (f"Imported “{name}”: {summary.added:,} new products"
+            + (f" in {classes} categories ({summary.eval_rows:,} of them kept aside for evaluation)"
+               if summary.added else "")
+            + f", {summary.updated:,} updated (label changed), {summary.unchanged:,} unchanged; "
+            f"{summary.unusable:,} rows skipped (no label, or neither text nor photo).")
+
+
+staged = None
+with friendly_errors("Cannot read the catalogue: "):
+    staged = staged_catalogue()
+
+if staged is not None:
+    columns, guess = staged.columns, staged.guess
     with st.form("import_map"):
-        text_cols = st.multiselect("Text columns", columns, key="import_text_cols",
-                                   default=[c for c in columns if c.lower() in ("product_name", "title", "name",
-                                                                                 "description")])
-        label_col = st.selectbox("Label column", columns, key="import_label_col",
-                                 index=next((i for i, c in enumerate(columns) if "categ" in c.lower()
-                                             or c.lower() == "label"), 0))
-        level = st.number_input("Category tree level (0 = the whole value)", 0, 10, 1, key="import_level")
-        image_col = st.selectbox("Image column", ["(none)"] + columns, key="import_image_col",
-                                 index=next((i + 1 for i, c in enumerate(columns) if c.lower() in ("image", "photo")), 0))
-        name = st.text_input("Name of this catalogue", value=Path(str(source_csv)).stem, key="import_name")
+        text_cols = st.multiselect("Text columns", columns, default=guess.text, key="import_text_cols")
+        label_col = st.selectbox("Label column", columns, key="import_label_col", placeholder="Choose the label column",
+                                 index=columns.index(guess.label) if guess.label else None)
+        level = st.number_input("Category tree level (0 = the whole value)", 0, 10, guess.label_level or 0,
+                                key="import_level")
+        image_col = st.selectbox("Image column", [NONE] + columns, key="import_image_col",
+                                 index=columns.index(guess.image) + 1 if guess.image else 0)
+        id_col = st.selectbox("Id column (re-imports update the products with the same id)", [NONE] + columns,
+                              key="import_id_col", index=columns.index(guess.id) + 1 if guess.id else 0)
+        name = st.text_input("Name of this catalogue", value=Path(staged.csv_path).stem, key="import_name")
         go = st.form_submit_button("Import", type="primary")
     if go:
         bar = st.progress(0.0, text="Reading the catalogue…")
         with friendly_errors("Import failed, nothing was added: "):
-            catalogue = load_catalogue(source_csv, text_cols=text_cols, label_col=label_col,
-                                       label_level=int(level) or None,
-                                       image_col=None if image_col == "(none)" else image_col,
-                                       image_dir=image_dir, require_labels=True, confine_images=csv_file is not None)
-            summary = import_catalogue(store(), user, catalogue, name,
-                                       on_progress=lambda f, m: bar.progress(f, text=m))
-            st.success(f"Imported {summary.added:,} products into {len(summary.per_class)} categories "
-                       f"({summary.eval_rows:,} kept aside for evaluation; {summary.duplicates:,} already there, "
-                       f"{summary.unusable:,} rows without a label, text or photo).")
-            for line in catalogue.report.summary_lines()[:6]:
+            catalogue = load_staged(staged, text_cols=text_cols, label_col=label_col, label_level=int(level) or None,
+                                    image_col=None if image_col == NONE else image_col, require_labels=True)
+            summary = import_catalogue(store(), user, catalogue, name, on_progress=lambda f, m: bar.progress(f, text=m),
+                                       id_col=None if id_col == NONE else id_col)
+            bar.empty()
+            st.success(import_message(summary, name), icon=":material/check_circle:")
+            for line in staged.report_lines(catalogue, limit=6):
                 st.caption(line)
 
 # -- train --------------------------------------------------------------------------------
@@ -184,25 +208,50 @@ if st.button("Train from the catalogue and the corrections", key="train_button",
         st.rerun()
 
 
+def _minutes_since(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds() / 60
+    except ValueError:
+        return float("inf")
+
+
 @st.fragment(run_every=2)
 def job_status(kind: str, title: str, done: Callable[[dict], str], idle: str = "", failed: str = "") -> None:
     """Polls the job table, so progress shows in whichever browser looks; when a job this
-    page watched ends, the whole page redraws (new versions, a new queue)."""
+    page watched ends, the whole page redraws (new versions, a new queue).
+
+    A failed job's error is for the people it concerns, not forever: this session sees it
+    (with a Dismiss button) when it watched the job run; anyone else sees it for
+    FAILED_SHOWN_MINUTES after the failure. After that, or once dismissed, a quiet line
+    says the last run failed, until the next run replaces it."""
     job = latest_job(store(), kind)
     if job is None:
         if idle:
             st.caption(idle)
         return
-    if job["state"] == "running":
+    if job["state"] in ACTIVE:
         st.session_state[f"{kind}_watched"] = job["id"]
-        st.progress(job["progress"] or 0.0, text=f"{title} #{job['id']} ({job['user']}): {job['message'] or job['stage']}")
+        st.progress(job["progress"] or 0.0, text=f"{title} #{job['id']} ({job['user']}): "
+                                                 f"{job['message'] or job['stage'] or job['state']}")
         return
     if st.session_state.pop(f"{kind}_watched", None) == job["id"]:
+        st.session_state[f"{kind}_saw_end"] = job["id"]
         st.rerun(scope="app")
     if job["state"] == "done":
         st.success(done(job))
+        return
+    dismissed = st.session_state.get(f"{kind}_dismissed") == job["id"]
+    watched = st.session_state.get(f"{kind}_saw_end") == job["id"]
+    if not dismissed and (watched or _minutes_since(job["finished_at"]) <= FAILED_SHOWN_MINUTES):
+        reason = (job["error"] or "no reason recorded").rstrip(". ")
+        st.error(f"{title} #{job['id']} failed: {reason}.{failed}", icon=":material/error:")
+        st.button("Dismiss", key=f"{kind}_dismiss", on_click=st.session_state.__setitem__,
+                  args=(f"{kind}_dismissed", job["id"]))
     else:
-        st.error(f"{title} #{job['id']} failed: {job['error']}.{failed}")
+        st.caption(f"The last {title.lower()} (#{job['id']}, {(job['finished_at'] or '')[:16].replace('T', ' ')} "
+                   f"UTC) failed.{failed}")
 
 
 job_status("train", "Training", lambda job: f"Training #{job['id']} finished: version {(job['result'] or {}).get('version')}. "

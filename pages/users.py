@@ -7,11 +7,13 @@ import streamlit as st
 
 from core.auth import create_user, list_users, set_role
 from core.store import ROLES
+from pages._flash import flash, show_flash
 from pages._shared import friendly_errors, require_page, store
 
 user = require_page("users")
 st.title("Users")
 st.caption("viewer: Predict and Monitor · reviewer: also Review queue and Batch · admin: everything")
+show_flash("users")  # what the last Add/Save did (the table below already shows it)
 
 users = list_users(store())
 st.dataframe(pd.DataFrame(users), hide_index=True, width="stretch")
@@ -26,7 +28,8 @@ with add_col.form("add_user", clear_on_submit=True):
     if st.form_submit_button("Add user", type="primary"):
         with friendly_errors("Could not add the user: "):
             create_user(store(), username, password, role, by=user, must_change_password=must_change)
-            st.success(f"Added {username} ({role}).")
+            flash("users", f"Added {username} ({role}).")
+            st.rerun()  # the table above then lists the new user
 
 with edit_col.form("edit_user"):
     st.markdown("**Change a user**")
@@ -37,5 +40,5 @@ with edit_col.form("edit_user"):
     if st.form_submit_button("Save"):
         with friendly_errors("Could not change the user: "):
             set_role(store(), user, target, new_role, disabled=disabled)
-            st.success(f"{target}: {new_role}{', disabled' if disabled else ''}.")
+            flash("users", f"Saved {target}: {new_role}{', disabled' if disabled else ''}.")
             st.rerun()
