@@ -5,7 +5,8 @@ deep link, so the log-in lives in the `sessions` table and the browser holds a c
 
 * the cookie value is `<token>.<signature>`: a random 32-byte token and its HMAC-SHA256
   under a server secret (a 0600 file beside the database). A value not signed by this
-  server is refused before the database is asked; deleting the secret logs everybody out.
+  server is refused before the database is asked; replacing the secret (and restarting the
+  server) logs everybody out.
 * the table stores only the token's SHA-256 as the session id, so a copy of the database
   cannot be turned into a working cookie.
 * a session ends when it is revoked (log-out, a password change elsewhere), after
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import threading
@@ -37,7 +39,7 @@ IDLE_MINUTES_DEFAULT = 60
 MAX_SESSION_HOURS = 12
 # last_seen is written at most this often: a rerun per click must not be a write per click
 TOUCH_EVERY_S = 30
-# expired and revoked rows are kept this long (who was logged in when), then purged
+# ended rows are kept this long past their absolute limit (who was logged in when), then purged
 KEEP_ENDED_DAYS = 30
 SECRET_NAME = "session.key"
 TOKEN_BYTES = 32
@@ -52,6 +54,8 @@ def idle_seconds() -> float:
     try:
         minutes = float(os.environ.get("STUDIO_SESSION_IDLE_MINUTES", IDLE_MINUTES_DEFAULT))
     except ValueError:
+        minutes = IDLE_MINUTES_DEFAULT
+    if not math.isfinite(minutes):  # "nan" would never expire, "inf" is not a limit
         minutes = IDLE_MINUTES_DEFAULT
     return max(minutes, 0.0) * 60
 
@@ -70,9 +74,13 @@ def _secret(store: Store) -> bytes:
             key = secrets.token_bytes(32)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(key)
-        if len(key) < 32:  # another process is still writing it: read again
-            time.sleep(0.05)
+        for _ in range(50):  # another process created it a moment ago and is still writing it
+            if len(key) >= 32:
+                break
+            time.sleep(0.02)
             key = path.read_bytes()
+        else:
+            raise RuntimeError(f"the session secret {path} is too short: delete it to make a new one")
         _secrets[path] = key
         return key
 

@@ -120,8 +120,10 @@ def test_idle_and_absolute_expiry(store, rita, monkeypatch):
     age(store, fresh, last_seen=-10 * 60)
     monkeypatch.setenv("STUDIO_SESSION_IDLE_MINUTES", "5")
     assert check_session(store, fresh) == (None, "expired")
-    monkeypatch.setenv("STUDIO_SESSION_IDLE_MINUTES", "not a number")  # the default, not a crash
-    assert resume_session(store, fresh) == rita
+    for bad in ("not a number", "nan"):  # the default, not a crash nor a session that never idles out
+        monkeypatch.setenv("STUDIO_SESSION_IDLE_MINUTES", bad)
+        assert resume_session(store, fresh) == rita
+        assert sessions.idle_seconds() == sessions.IDLE_MINUTES_DEFAULT * 60
 
     # past the absolute limit even though it was used a second ago
     busy = create_session(store, rita)
