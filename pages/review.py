@@ -1,7 +1,9 @@
 """Review queue: one product at a time, hardest first, on the keyboard. Accept, pick a
 suggestion, correct, mark out of scope, skip or undo; the next item follows at once. The
 item shown is claimed, so no other reviewer gets it meanwhile, and every widget is keyed
-by the item: nothing carries over from one product to the next."""
+by the item: nothing carries over from one product to the next. Buttons keep one key each
+(a stale button of the previous item would otherwise answer the same shortcut too), and
+run their decision as a callback bound to the item they were drawn with."""
 
 from __future__ import annotations
 
@@ -99,8 +101,7 @@ with friendly_errors():
                     "(admins); flagged catalogue items then appear here.", icon=":material/search_check:")
         else:
             st.success("Nothing left to review. New predictions and batches land here.")
-        st.button("Undo my last decision", key="review_undo_empty", icon=":material/undo:", shortcut="Z",
-                  on_click=undo)
+        st.button("Undo last", key="review_undo", icon=":material/undo:", shortcut="Z", on_click=undo)
         st.stop()
 
     pid = item.product_id
@@ -134,23 +135,23 @@ with friendly_errors():
     for rank, (label, prob) in enumerate(top, 1):
         bar_col, pick_col = st.columns([5, 1], vertical_alignment="center")
         bar_col.progress(prob, text=f"{rank}. {label} — {percent(prob)}")
-        pick_col.button(f"Pick {rank}", key=f"pick_{rank}_{pid}", shortcut=str(rank),
+        pick_col.button(f"Pick {rank}", key=f"review_pick_{rank}", shortcut=str(rank),
                         help=f"Label product {pid} as {label}", on_click=decide,
                         args=(item, "accept") if label == item.label else (item, "correct", label))
 
     accept_col, oos_col, skip_col, undo_col = st.columns(4)
     keep = "Keep" if order == SUSPECTS else "Accept"
-    accept_col.button(f"{keep} “{item.label}”", type="primary", key=f"accept_{pid}", shortcut="A",
+    accept_col.button(f"{keep} “{item.label}”", type="primary", key="review_accept", shortcut="A",
                       on_click=decide, args=(item, "accept"))
-    oos_col.button("Out of scope", key=f"oos_{pid}", shortcut="O", icon=":material/block:",
+    oos_col.button("Out of scope", key="review_out_of_scope", shortcut="O", icon=":material/block:",
                    help="No category fits this product; it is never trained on, and admins see it",
                    on_click=decide, args=(item, "out_of_scope"))
-    skip_col.button("Skip", key=f"skip_{pid}", shortcut="S", icon=":material/skip_next:", on_click=decide,
+    skip_col.button("Skip", key="review_skip", shortcut="S", icon=":material/skip_next:", on_click=decide,
                     args=(item, "skip"))
-    undo_col.button("Undo last", key=f"undo_{pid}", shortcut="Z", icon=":material/undo:", on_click=undo)
+    undo_col.button("Undo last", key="review_undo", shortcut="Z", icon=":material/undo:", on_click=undo)
     if order == SUSPECTS and item.extra["suggested_label"] != item.label:
         suggested = item.extra["suggested_label"]
-        st.button(f"Apply the suggested label “{suggested}”", key=f"apply_{pid}", shortcut="G",
+        st.button(f"Apply the suggested label “{suggested}”", key="review_apply_suggested", shortcut="G",
                   icon=":material/auto_fix_high:", on_click=decide, args=(item, "correct", suggested))
 
     with st.form(f"correct_{pid}", border=True), st.container(key="correct_picker"):
