@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from core.auth import User, require
 from core.errors import InputError
-from core.review_queue import _insert_decision
+from core.review_queue import insert_decision
 from core.store import Store, utc_now
 
 # Undecided products of the selection (json_each: one parameter whatever the selection's
@@ -115,7 +115,7 @@ def bulk_accept(store: Store, user: User, product_ids, threshold: float, filter_
             "user": user.username, "action": "accept", "filter": (filter_description or "").strip() or None,
             "threshold": threshold, "count": len(rows), "created_at": utc_now()}).last_pk
         for row in rows:
-            _insert_decision(db, user, row["product_id"], "accept", new_label=None,
+            insert_decision(db, user, row["product_id"], "accept", new_label=None,
                              prediction_id=row["prediction_id"], note=None, bulk_id=bulk_id)
         # whoever holds one of these in their queue is told "someone decided meanwhile" on saving
         db.execute("DELETE FROM claims WHERE product_id IN (SELECT value FROM json_each(?))",

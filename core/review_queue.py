@@ -222,7 +222,7 @@ def _check_not_overtaken(db, user: User, product_id: int, seen_review_id: int | 
                                "shown to you); nothing was saved")
 
 
-def _insert_decision(db, user: User, product_id: int, decision: str, *, new_label: str | None,
+def insert_decision(db, user: User, product_id: int, decision: str, *, new_label: str | None,
                      prediction_id: int | None, note: str | None, replaces: int | None = None,
                      bulk_id: int | None = None) -> int:
     """Check the decision against what the product was predicted as (or its catalogue
@@ -272,7 +272,7 @@ def record_review(store: Store, user: User, product_id: int, decision: str, *, n
     with store.transaction() as db:
         if decision != "skip":
             _check_not_overtaken(db, user, product_id, seen_review_id)
-        review_id = _insert_decision(db, user, product_id, decision, new_label=new_label,
+        review_id = insert_decision(db, user, product_id, decision, new_label=new_label,
                                      prediction_id=prediction_id, note=note)
         db.execute("DELETE FROM claims WHERE product_id = ? AND user = ?", [product_id, user.username])
     return review_id
@@ -314,7 +314,7 @@ def record_feedback(store: Store, user: User, product_id: int, *, correct_label:
         return Feedback(record_review(store, user, product_id, decision, new_label=correct_label,
                                       prediction_id=prediction_id, note=note), suggestion=False)
     with store.transaction() as db:
-        review_id = _insert_decision(db, user, product_id, SUGGEST, new_label=correct_label,
+        review_id = insert_decision(db, user, product_id, SUGGEST, new_label=correct_label,
                                      prediction_id=prediction_id, note=note)
     return Feedback(review_id, suggestion=True)
 
@@ -385,7 +385,7 @@ def change_decision(store: Store, user: User, review_id: int, decision: str, *, 
             raise InputError(f"decision {review_id} was undone already")
         _check_still_latest(db, review)
         _revoke(db, user, review_id)
-        new_id = _insert_decision(db, user, review["product_id"], decision, new_label=new_label,
+        new_id = insert_decision(db, user, review["product_id"], decision, new_label=new_label,
                                   prediction_id=review["prediction_id"], note=note, replaces=review_id)
         store.audit(user.username, "review.change", {"review_id": review_id, "new_review_id": new_id,
                                                      "product_id": review["product_id"], "decision": decision,
