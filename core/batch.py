@@ -30,7 +30,7 @@ from core.catalog import Catalogue, load_catalogue, read_csv
 from core.classifier import Classifier
 from core.columns import ColumnGuess, guess_columns
 from core.errors import InputError, one_line
-from core.scoring import insert_product, margin, prediction_row
+from core.scoring import find_or_insert_product, margin, prediction_row
 from core.settings import get_settings
 from core.store import Store
 from core.uploads import record_image, store_image_file
@@ -238,6 +238,7 @@ class BatchResult:
     product_ids: list[int]
     scored: int
     skipped: int
+    new_products: int = 0  # scored rows that were not known products already (the rest got a new prediction)
 
 
 def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Catalogue, *,
@@ -262,16 +263,18 @@ def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Cat
         progress(min(len(rows), start + chunk) / len(rows) * 0.95, f"scored {min(len(rows), start + chunk)} of {len(rows)}")
 
     product_ids: dict[int, int] = {}
+    new = 0
     with store.transaction() as db:
         for i in rows:
             image_hash = record_image(db, stored[i]) if i in stored else None
             label = catalogue.labels[i] if catalogue.label_col else None
-            product_ids[i] = insert_product(db, catalogue.texts[i], image_hash, source, user.username,
-                                            source_ref=str(i + 1), true_label=label)
+            product_ids[i], created = find_or_insert_product(db, catalogue.texts[i], image_hash, source,
+                                                             user.username, source_ref=str(i + 1), true_label=label)
+            new += created
             db["predictions"].insert(prediction_row(product_ids[i], predictions[i], None, user.username))
     progress(1.0, f"saved {len(rows)} products")
     return BatchResult(result_frame(catalogue, predictions, product_ids), list(product_ids.values()),
-                       len(rows), len(catalogue) - len(rows))
+                       len(rows), len(catalogue) - len(rows), new)
 
 
 #: what scoring adds to each row; the first two lead the table and the download

@@ -88,13 +88,15 @@ def find_product(db: sqlite_utils.Database, text: str, image_hash: str | None,
 
 
 def find_or_insert_product(db: sqlite_utils.Database, text: str, image_hash: str | None, source: str,
-                           user: str | None, source_ref: str | None = None) -> tuple[int, bool]:
+                           user: str | None, source_ref: str | None = None,
+                           true_label: str | None = None) -> tuple[int, bool]:
     """(product id, True if new): a photo + description scored again attaches its new
-    prediction to the product it already is, instead of adding a duplicate to the queue."""
+    prediction to the product it already is, instead of adding a duplicate to the queue
+    (a known product's label is left alone: only an import or a reviewer changes it)."""
     found = find_product(db, text, image_hash)
     if found is not None:
         return found, False
-    return insert_product(db, text, image_hash, source, user, source_ref=source_ref), True
+    return insert_product(db, text, image_hash, source, user, source_ref=source_ref, true_label=true_label), True
 
 
 def score_product(store: Store, classifier: Classifier, user: User, *, text: str | None = None,

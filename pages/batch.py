@@ -71,8 +71,11 @@ if result is not None:
         st.caption(line)
     frame = result.frame
     flagged = int(frame["disagree"].fillna(False).astype(bool).sum())
-    st.success(f"Scored {result.scored:,} products ({result.skipped:,} rows skipped); {flagged:,} where the "
-               "description and the photo disagree. All of them are now in the review queue.")
+    known = result.scored - result.new_products
+    st.success(f"Scored {result.scored:,} products ({result.skipped:,} rows skipped): {result.new_products:,} new"
+               + (f", {known:,} already known (their new prediction was added to them)" if known else "")
+               + f"; {flagged:,} where the description and the photo disagree. Products nobody has decided yet are "
+               "in the review queue.")
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
         "label": st.column_config.TextColumn("predicted label"),
         "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0, format="percent"),

@@ -279,6 +279,14 @@ def test_score_batch_records_one_product_per_usable_row(store, users, classifier
                        "WHERE pr.source_ref = ?", [str(n_rows - 1)])
     assert broken["image_probs"] is None and broken["text_probs"] is not None
     assert pending_count(store) == result.scored
+    assert result.new_products == result.scored
+
+    # the same batch scored again: new predictions for the same products, no new queue items
+    again = score_batch(store, classifier, users["rev"], catalogue)
+    assert (again.scored, again.new_products) == (result.scored, 0)
+    assert again.product_ids == result.product_ids
+    assert count(store, "products") == result.scored and count(store, "predictions") == 2 * result.scored
+    assert pending_count(store) == result.scored
 
 
 def test_a_viewer_cannot_score_a_batch(store, users, classifier, tmp_path):
