@@ -546,18 +546,22 @@ def _resolve_images(
         elif confine_images:
             problems[i] = "absolute image paths are not allowed here"
             continue
-        if confine_images:
-            try:
-                candidate.resolve().relative_to(base_resolved)
-            except ValueError:
-                problems[i] = "image path points outside the image folder"
+        try:  # a long description given as an image name raises (ENAMETOOLONG) instead of False
+            if confine_images:
+                try:
+                    candidate.resolve().relative_to(base_resolved)
+                except ValueError:
+                    problems[i] = "image path points outside the image folder"
+                    continue
+            if not candidate.is_file():
+                problems[i] = (
+                    f"is a folder, not an image file: {candidate}"
+                    if candidate.is_dir()
+                    else f"file not found: {candidate}"
+                )
                 continue
-        if not candidate.is_file():
-            problems[i] = (
-                f"is a folder, not an image file: {candidate}"
-                if candidate.is_dir()
-                else f"file not found: {candidate}"
-            )
+        except OSError as exc:
+            problems[i] = f"not a usable file name ({exc.strerror or 'unreadable'}): {value[:60]}…"
             continue
         paths[i] = candidate
 

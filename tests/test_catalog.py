@@ -443,3 +443,16 @@ def test_real_flipkart_catalogue():
     for m in report.missing_images:  # row numbers point at the right CSV rows
         assert catalogue.frame["image"][m["row"] - 1] == m["value"]
     assert all(catalogue.usable) and report.empty_texts == 0
+
+
+def test_a_long_text_in_the_image_column_is_a_row_problem_not_a_crash(tmp_path):
+    """Path.is_file() raises OSError (name too long) for a long description used as an image name."""
+    from core.catalog import load_catalogue
+
+    csv_path = tmp_path / "p.csv"
+    long_text = "word " * 200
+    csv_path.write_text(f"title,category,image\nmug,Kitchen,{long_text}\nwatch,Watches,missing.png\n")
+    catalogue = load_catalogue(csv_path, text_cols=["title"], label_col="category", image_col="image")
+    assert catalogue.image_paths == [None, None] and catalogue.usable == [True, True]
+    reasons = [m["reason"] for m in catalogue.report.missing_images]
+    assert reasons[0].startswith("not a usable file name") and reasons[1].startswith("file not found")
