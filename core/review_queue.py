@@ -129,7 +129,9 @@ def _suspect_item(row: dict, expires_at: float) -> QueueItem:
         product_id=row["product_id"], prediction_id=None, text=row["text"] or "",
         image_path=image_path(row["image_hash"]) if row["image_hash"] else None, model_version="suspects",
         labels=labels, fused=probs, text_probs=None, image_probs=None, label=given,
-        confidence=probs[labels.index(given)] if given in labels else 0.0, margin=0.0, disagree=False,
+        confidence=probs[labels.index(given)] if given in labels else 0.0, margin=0.0,
+        disagree=bool(row["text_label"] and row["image_label"] and row["text_label"] != row["image_label"]),
+        text_label=row["text_label"], image_label=row["image_label"],
         source=row["source"], claim_expires_at=expires_at, skipped=bool(row["skipped"]),
         extra={"suspect_score": row["score"], "suggested_label": row["suggested_label"]})
 

@@ -172,6 +172,9 @@ def _v4_trustworthy_labels(db: sqlite_utils.Database) -> None:
     reviews.create_index(["reviewer", "id"])
     reviews.create_index(["decision"])
 
+    db["suspects"].add_column("text_label", str)  # each model's own opinion, shown when they disagree
+    db["suspects"].add_column("image_label", str)
+
     db["bulk_actions"].create({
         "id": int, "user": str, "action": str, "filter": str, "threshold": float, "count": int,
         "created_at": str, "undone_at": str, "undone_by": str,

@@ -32,9 +32,16 @@ class SuspectResult:
     probs: np.ndarray         # out-of-fold probabilities, per scored row
     score: np.ndarray         # suspect score in [0, 1]: higher = more likely mislabelled
     flagged: np.ndarray       # cleanlab's verdict
+    text_best: np.ndarray | None = None   # each model's own top class per row (-1: that model had no input)
+    image_best: np.ndarray | None = None
 
     def suggested(self) -> list[str]:
         return [self.labels[i] for i in self.probs.argmax(1)]
+
+    def own_opinion(self, k: int) -> tuple[str | None, str | None]:
+        """(text model's, photo model's) top class for scored row k, None where it had no input."""
+        pick = lambda best: None if best is None or best[k] < 0 else self.labels[int(best[k])]  # noqa: E731
+        return pick(self.text_best), pick(self.image_best)
 
 
 def _folds(y: np.ndarray, groups: np.ndarray, n: int, seed: int):
@@ -91,6 +98,7 @@ def find_suspects(catalogue: Catalogue, *, folds: int = 5, seed: int = 0, backbo
     _folds(y, dedup_groups(texts), folds, seed)  # enough rows per class at all?
     has_text = np.array([bool(t.strip()) for t in texts])
     log_sum, count = np.zeros((len(rows), len(labels))), np.zeros(len(rows))
+    text_best, image_best = np.full(len(rows), -1), np.full(len(rows), -1)
 
     if has_text.sum() >= 2:
         progress(0.1, "text model, out of fold")
@@ -99,6 +107,7 @@ def find_suspects(catalogue: Catalogue, *, folds: int = 5, seed: int = 0, backbo
         p = _text_oof([texts[i] for i in t_rows], y[t_rows], t_folds, len(labels))
         log_sum[t_rows] += np.log(np.clip(p, 1e-6, 1))
         count[t_rows] += 1
+        text_best[t_rows] = p.argmax(1)
     paths = [catalogue.image_paths[i] for i in rows]
     if any(p is not None for p in paths):
         from core.image_model import ImageModel
@@ -112,6 +121,7 @@ def find_suspects(catalogue: Catalogue, *, folds: int = 5, seed: int = 0, backbo
             p = _image_oof(emb[i_rows], y[i_rows], i_folds, len(labels))
             log_sum[i_rows] += np.log(np.clip(p, 1e-6, 1))
             count[i_rows] += 1
+            image_best[i_rows] = p.argmax(1)
     if not count.any():
         raise InputError("no rows with a description or photo to score")
     probs = np.exp(log_sum / np.maximum(count, 1)[:, None])
@@ -119,7 +129,8 @@ def find_suspects(catalogue: Catalogue, *, folds: int = 5, seed: int = 0, backbo
     quality = get_label_quality_scores(y, probs, method="self_confidence")
     flagged = find_label_issues(y, probs, filter_by="prune_by_noise_rate")
     progress(1.0, "ranked")
-    return SuspectResult(labels, rows, y, probs, 1.0 - quality, np.asarray(flagged, dtype=bool))
+    return SuspectResult(labels, rows, y, probs, 1.0 - quality, np.asarray(flagged, dtype=bool), text_best,
+                         image_best)
 
 
 def ranked_frame(catalogue: Catalogue, result: SuspectResult) -> pd.DataFrame:
@@ -161,6 +172,7 @@ def store_work(context, params: dict) -> dict:
             "given_label": result.labels[result.given[k]], "suggested_label": result.labels[int(result.probs[k].argmax())],
             "flagged": int(result.flagged[k]), "labels": to_json(result.labels),
             "probs": to_json([round(float(v), 6) for v in result.probs[k]]), "job_id": context.job_id,
+            "text_label": result.own_opinion(k)[0], "image_label": result.own_opinion(k)[1],
             "created_at": stamp} for k, i in enumerate(result.rows))
     return {"scored": len(result.rows), "flagged": int(result.flagged.sum())}
 

@@ -741,6 +741,10 @@ def test_suspects_job_feeds_its_review_queue(home_env, trained):
     assert item.product_id == top["product_id"] and item.prediction_id is None
     assert item.extra["suspect_score"] == top["score"] and item.label == top["given_label"]
     assert item.extra["suggested_label"] == top["suggested_label"]
+    # each model's own opinion comes along, so a reviewer sees where text and photo disagree
+    assert all(r["text_label"] in item.labels for r in rows)
+    assert (item.text_label, item.image_label) == (top["text_label"], top["image_label"])
+    assert item.disagree == bool(top["text_label"] and top["image_label"] and top["text_label"] != top["image_label"])
     # a second reviewer gets the next one, not the claimed one
     other = claim_next(store, home_env.users["rev2"], SUSPECTS)
     assert other is None or other.product_id != item.product_id
