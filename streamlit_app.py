@@ -121,12 +121,17 @@ else:
     if user.can("batch"):
         pages["Classify"].append(st.Page("pages/batch.py", title="Batch", icon=":material/inventory_2:"))
     if user.can("review"):
-        pages["Classify"].append(st.Page("pages/review.py", title="Review queue", icon=":material/fact_check:"))
-    pages["Watch"] = [st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:")]
+        pages["Review"] = [
+            st.Page("pages/review.py", title="Review queue", icon=":material/fact_check:"),
+            st.Page("pages/my_decisions.py", title="My decisions", icon=":material/history:"),
+        ]
+    pages["Watch"] = [st.Page("pages/browse.py", title="Data browser", icon=":material/table_view:"),
+                      st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:")]
     if user.can("models"):
         pages["Watch"].append(st.Page("pages/models.py", title="Models", icon=":material/model_training:"))
     if user.can("users"):
-        pages["Admin"] = [st.Page("pages/users.py", title="Users", icon=":material/group:")]
+        pages["Admin"] = [st.Page("pages/users.py", title="Users", icon=":material/group:"),
+                          st.Page("pages/team.py", title="Team", icon=":material/groups:")]
     navigation = st.navigation(pages)
     sidebar(user)
     navigation.run()

@@ -247,3 +247,35 @@ def show_explanation(explanation, key: str, *, opacity_slider: bool = False) -> 
 
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
+
+
+def focus_key(key: str, selector: str) -> None:
+    """Pressing `key` (outside a text field) focuses the first element matching `selector`:
+    Streamlit's button shortcuts cannot focus a widget, and "/" is a key it does not take.
+    The script is ours and constant (no user input goes into it)."""
+    import json
+
+    st.html(f"""<script>
+(() => {{
+  const doc = window.parent ? window.parent.document : document;
+  const id = {json.dumps(f"studio-focus-{key}")};
+  if (doc[id]) {{ doc[id].selector = {json.dumps(selector)}; return; }}
+  const state = {{selector: {json.dumps(selector)}}};
+  doc[id] = state;
+  doc.addEventListener("keydown", (event) => {{
+    const target = event.target;
+    const typing = target && (["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName) || target.isContentEditable);
+    if (typing || event.ctrlKey || event.metaKey || event.altKey || event.key !== {json.dumps(key)}) return;
+    const element = doc.querySelector(state.selector);
+    if (element) {{ event.preventDefault(); element.focus(); element.click(); }}
+  }});
+}})();
+</script>""", unsafe_allow_javascript=True, width="content")
+
+
+def honest_percent(value: float) -> str:
+    """A headline confidence: never "100%" — a model is never certain, and a rounded 100%
+    next to a photo that says otherwise reads as a lie."""
+    if value >= 0.995:
+        return ">99%"
+    return percent(value)

@@ -296,3 +296,14 @@ def app_home(tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch)
     built = build_app_home(tmp_path / "app_home", tiny_bundle)
     monkeypatch.setenv("STUDIO_HOME", str(built.home))
     return built
+
+
+@pytest.fixture
+def store(studio_home: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh studio database under the test's home, with cheap password hashes (hashing
+    is tested in test_auth); test modules that need another store define their own."""
+    from core.store import Store
+    from studio_helpers import cheap_hashes
+
+    cheap_hashes(monkeypatch)
+    return Store()

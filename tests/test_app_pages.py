@@ -44,13 +44,17 @@ PAGES = {
     "monitor": "pages/monitor.py",
     "models": "pages/models.py",
     "users": "pages/users.py",
+    "my_decisions": "pages/my_decisions.py",
+    "browse": "pages/browse.py",
+    "team": "pages/team.py",
 }
 TITLES = {"predict": "Predict a category", "batch": "Score a batch", "review": "Review queue",
-          "monitor": "Monitor", "models": "Models", "users": "Users"}
+          "monitor": "Monitor", "models": "Models", "users": "Users", "my_decisions": "My decisions",
+          "browse": "Data browser", "team": "Team"}
 ALLOWED = {
     "admin": set(PAGES),
-    "rita": {"predict", "batch", "review", "monitor"},
-    "victor": {"predict", "monitor"},
+    "rita": {"predict", "batch", "review", "monitor", "my_decisions", "browse"},
+    "victor": {"predict", "monitor", "browse"},
 }
 NO_ACCESS = "You do not have access to this page."
 

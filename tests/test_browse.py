@@ -12,14 +12,7 @@ from core.browse import BrowseFilters, count_products, filter_options, matching_
 from core.bulk import bulk_accept, undo_bulk
 from core.errors import InputError
 from core.review_queue import record_feedback, record_review, undo_last
-from core.store import Store
-from studio_helpers import add_predicted_product, add_prediction, cheap_hashes, make_users
-
-
-@pytest.fixture
-def store(studio_home, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store()
+from studio_helpers import add_predicted_product, add_prediction, make_users
 
 
 @pytest.fixture

@@ -13,15 +13,8 @@ from core.auth import PermissionDenied
 from core.bulk import bulk_accept, get_bulk, preview_bulk_accept, undo_bulk
 from core.errors import InputError
 from core.review_queue import DecisionConflict, record_review
-from core.store import Store
 from core.training_data import labelled_products
-from studio_helpers import add_predicted_product, add_prediction, cheap_hashes, count, make_users
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store(tmp_path / "studio.db")
+from studio_helpers import add_predicted_product, add_prediction, count, make_users
 
 
 @pytest.fixture

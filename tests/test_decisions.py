@@ -21,13 +21,7 @@ from core.review_queue import (
 )
 from core.store import Store
 from core.training_data import import_catalogue, labelled_products
-from studio_helpers import add_predicted_product, cheap_hashes, count, make_users
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store(tmp_path / "studio.db")
+from studio_helpers import add_predicted_product, count, make_users
 
 
 @pytest.fixture

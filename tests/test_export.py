@@ -14,14 +14,7 @@ from core.bulk import bulk_accept, undo_bulk
 from core.errors import InputError
 from core.export import decision_log, labelled_dataset, table_bytes, write_table
 from core.review_queue import record_feedback, record_review
-from core.store import Store
-from studio_helpers import add_predicted_product, cheap_hashes, make_users
-
-
-@pytest.fixture
-def store(studio_home, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store()
+from studio_helpers import add_predicted_product, make_users
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from core.review_queue import record_review
-from core.store import Store
-from studio_helpers import add_predicted_product, cheap_hashes, make_users
+from studio_helpers import add_predicted_product, make_users
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the pages import `core` and `pages._shared`
@@ -38,12 +37,6 @@ def fresh_streamlit_process():
     st.cache_data.clear()
     yield
     st.cache_resource.clear()
-
-
-@pytest.fixture
-def store(studio_home, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store()
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from core import bundle
 from core.auth import PermissionDenied
 from core.errors import InputError
 from core.registry import activate, get_model, list_models, live_model, register_model, sync_models
-from core.store import Store
-from studio_helpers import cheap_hashes, count, make_users
+from studio_helpers import count, make_users
 
 
 def fake_bundle(folder: Path, version: str, created_at: str, accuracy: float = 0.9) -> Path:
@@ -24,12 +23,6 @@ def fake_bundle(folder: Path, version: str, created_at: str, accuracy: float = 0
         "metrics": {"validation": {"fused": {"accuracy": accuracy}}}}))
     (folder / bundle.LABELS).write_text(json.dumps(["Kitchen", "Toys"]))
     return folder
-
-
-@pytest.fixture
-def store(studio_home, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store()
 
 
 @pytest.fixture

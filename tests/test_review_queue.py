@@ -20,8 +20,7 @@ from core.review_queue import (
     release,
     reviews_of,
 )
-from core.store import Store
-from studio_helpers import LABELS, add_predicted_product, add_prediction, cheap_hashes, count, make_users
+from studio_helpers import LABELS, add_predicted_product, add_prediction, count, make_users
 
 # name: (fused, text_probs, image_probs) → confidence, margin, disagree
 #   A  .50 .05 no    B  .40 .10 no    C  .90 .84 yes    D  .60 .22 no    E  .70 .55 yes
@@ -37,12 +36,6 @@ EXPECTED = {
     "margin": "ABDEC",
     "disagreement": "ECBAD",
 }
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store(tmp_path / "studio.db")
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ import pytest
 from conftest import write_catalogue
 from core.auth import PermissionDenied
 from core.errors import InputError
-from core.store import Store
-from studio_helpers import cheap_hashes, count, make_users
+from studio_helpers import count, make_users
 
 N_PER_CLASS = 6
 
@@ -50,13 +49,6 @@ def classifier(trained):
 @pytest.fixture
 def cat(trained):
     return trained[1]
-
-
-@pytest.fixture
-def store(studio_home, monkeypatch) -> Store:
-    """A fresh database and upload folder per test (the classifier is shared)."""
-    cheap_hashes(monkeypatch)
-    return Store()
 
 
 @pytest.fixture

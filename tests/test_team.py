@@ -10,15 +10,8 @@ from core.auth import PermissionDenied
 from core.bulk import bulk_accept
 from core.errors import InputError
 from core.review_queue import DecisionConflict, change_decision, record_review
-from core.store import Store
 from core.team import OUT_OF_SCOPE, disagreements, reviewer_stats, settle_disagreement
-from studio_helpers import add_predicted_product, cheap_hashes, make_users
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Store:
-    cheap_hashes(monkeypatch)
-    return Store(tmp_path / "studio.db")
+from studio_helpers import add_predicted_product, make_users
 
 
 @pytest.fixture
