@@ -172,9 +172,6 @@ def _v4_trustworthy_labels(db: sqlite_utils.Database) -> None:
     reviews.create_index(["reviewer", "id"])
     reviews.create_index(["decision"])
 
-    db["suspects"].add_column("text_label", str)  # each model's own opinion, shown when they disagree
-    db["suspects"].add_column("image_label", str)
-
     db["bulk_actions"].create({
         "id": int, "user": str, "action": str, "filter": str, "threshold": float, "count": int,
         "created_at": str, "undone_at": str, "undone_by": str,
@@ -191,8 +188,15 @@ def _v4_trustworthy_labels(db: sqlite_utils.Database) -> None:
             db.execute(statement)
 
 
+def _v5_suspect_opinions(db: sqlite_utils.Database) -> None:
+    """Each model's own opinion of a suspected mislabel, shown to the reviewer when the
+    description and the photo disagree."""
+    db["suspects"].add_column("text_label", str)
+    db["suspects"].add_column("image_label", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
-                                                              _v4_trustworthy_labels]
+                                                              _v4_trustworthy_labels, _v5_suspect_opinions]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
