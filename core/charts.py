@@ -55,6 +55,16 @@ def _is_empty(frame: pd.DataFrame | None, *columns: str) -> bool:
 # --------------------------------------------------------------------------- prediction
 
 
+def probability_label(value: float) -> str:
+    """A probability as people read it: never "100%" or "0%" for what a model only believes
+    strongly (a rounded 100% beside a photo that says otherwise reads as certainty)."""
+    if value >= 0.995:
+        return ">99%"
+    if 0 < value < 0.005:
+        return "<1%"
+    return f"{value:.0%}"
+
+
 def probability_bars(prediction: "Prediction | None", k: int = 5) -> go.Figure:
     """Top-k classes by fused probability, with the description's and the photo's own
     probabilities beside each, so a reviewer sees which model drove the decision."""
@@ -70,14 +80,14 @@ def probability_bars(prediction: "Prediction | None", k: int = 5) -> go.Figure:
             continue
         values = [float(probs[i]) for i in index]
         fig.add_bar(y=classes, x=values, orientation="h", name=SOURCE_NAMES[source],
-                    marker_color=SOURCE_COLOURS[source], text=[f"{v:.0%}" for v in values],
+                    marker_color=SOURCE_COLOURS[source], text=[probability_label(v) for v in values],
                     textposition="outside", cliponaxis=False,
                     hovertemplate="%{y}: %{x:.4f}<extra>" + SOURCE_NAMES[source] + "</extra>")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")  # highest first, at the top
     _layout(fig, height=80 + 60 * len(classes), barmode="group", bargap=0.25,
             legend=dict(orientation="h", y=-0.15), legend_traceorder="normal")
-    return fig.update_layout(margin_r=50)  # room for a "100%" label outside its bar
+    return fig.update_layout(margin_r=50)  # room for a ">99%" label outside its bar
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:

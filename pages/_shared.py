@@ -274,8 +274,7 @@ def focus_key(key: str, selector: str) -> None:
 
 
 def honest_percent(value: float) -> str:
-    """A headline confidence: never "100%" — a model is never certain, and a rounded 100%
-    next to a photo that says otherwise reads as a lie."""
-    if value >= 0.995:
-        return ">99%"
-    return percent(value)
+    """A headline confidence: never "100%" (see core.charts.probability_label)."""
+    from core.charts import probability_label
+
+    return probability_label(value)

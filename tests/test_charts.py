@@ -203,3 +203,14 @@ def test_monitor_charts():
 ])
 def test_monitor_charts_empty(build):
     assert says_no_data(build())
+
+
+def test_probabilities_never_read_as_certain():
+    from core.charts import probability_bars, probability_label
+    from studio_helpers import make_prediction
+
+    assert [probability_label(v) for v in (0.9999, 0.995, 0.994, 0.5, 0.004, 0.0)] == [
+        ">99%", ">99%", "99%", "50%", "<1%", "0%"]
+    fig = probability_bars(make_prediction([0.9999, 0.00005, 0.00005], image=[0.001, 0.998, 0.001]))
+    texts = [t for trace in fig.data for t in trace.text]
+    assert "100%" not in texts and ">99%" in texts
