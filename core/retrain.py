@@ -53,18 +53,17 @@ def train_work(context: JobContext, params: dict) -> dict:
     catalogue = as_catalogue(frame, "store")
     context.progress(0.02, "loading", f"{len(frame):,} labelled products")
 
-    def on_progress(stage: str, fraction: float) -> None:
-        context.progress(0.05 + 0.85 * fraction, stage, STAGES.get(stage, stage))
+    def on_report(fraction: float, stage: str, message: str) -> None:
+        # the trainer's detail (fold, epoch) when it has one, else a plain word for the stage
+        context.progress(0.05 + 0.85 * fraction, stage, message or STAGES.get(stage, stage))
 
     run = f"job-{context.job_id}"
-    spans = {"text model": (0.56, 0.8), "image model": (0.8, 0.9)}  # where Trainer reports these stages
 
     def callbacks(stage: str) -> list:
-        start, end = spans.get(stage, (0.05, 0.9))
-        return [tracking.ProgressCallback(context.progress, stage, start, end), tracking.tensorboard(run, stage)]
+        return [tracking.tensorboard(run, stage)]
 
     config = TrainConfig(**params["config"])
-    classifier = Trainer(config, verbose=False, on_progress=on_progress, callbacks=callbacks).fit(catalogue)
+    classifier = Trainer(config, verbose=False, on_report=on_report, callbacks=callbacks).fit(catalogue)
     context.progress(0.92, "evaluating", "scoring the evaluation slice")
     classifier.metadata["metrics"]["eval_slice"] = evaluate_on_slice(store, classifier)
     classifier.metadata["trained_from"] = trained_from = {

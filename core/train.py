@@ -32,6 +32,12 @@ from core.model_options import DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH
 from core.tf_setup import seed_everything
 
 ProgressFn = Callable[[str, float], None]
+ReportFn = Callable[[float, str, str], None]  # (fraction, stage, message): JobContext.progress's signature
+
+# Where each stage sits in the run's progress, [0, 1] (the out-of-fold models dominate: 80% of a run).
+OOF_SPAN = (0.1, 0.6)
+TEXT_SPAN = (0.6, 0.85)
+IMAGE_SPAN = (0.85, 0.97)
 
 
 @dataclass
@@ -84,14 +90,33 @@ class Trainer:
 
     def __init__(self, config: TrainConfig | None = None, *, verbose: bool = True,
                  on_progress: ProgressFn | None = None, log: Callable[[str], None] | None = None,
-                 callbacks: Callable[[str], list] | None = None):
-        """`callbacks(stage)`: extra Keras callbacks for the final fits ("text model",
-        "image model"): progress reports, TensorBoard logs."""
+                 callbacks: Callable[[str], list] | None = None, on_report: ReportFn | None = None):
+        """`on_progress(stage, fraction)`: each stage change. `on_report(fraction, stage,
+        message)`: the same plus, during every fit, which fold and epoch it is at
+        ("out-of-fold 2/3 · text: epoch 4/12 · loss …"), so a long run never shows one
+        message for minutes; message "" at a stage change. `callbacks(stage)`: extra Keras
+        callbacks for the final fits ("text model", "image model"), e.g. TensorBoard logs."""
         self.config = config or TrainConfig()
         self.callbacks = callbacks or (lambda stage: [])
         self.verbose = verbose
         self.on_progress = on_progress or (lambda stage, fraction: None)
+        self.on_report = on_report
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True) if verbose else None)
+
+    def _stage(self, stage: str, fraction: float, message: str = "") -> None:
+        self.on_progress(stage, fraction)
+        if self.on_report is not None:
+            self.on_report(fraction, stage, message)
+
+    def _epochs(self, stage: str, what: str, span: tuple[float, float]) -> list:
+        """A Keras callback reporting "<what>: epoch e/E · step s · loss …" into `span` of
+        the run (none without on_report)."""
+        if self.on_report is None:
+            return []
+        from core.tracking import ProgressCallback
+
+        report = self.on_report
+        return [ProgressCallback(lambda fraction, _what, message: report(fraction, stage, message), what, *span)]
 
     def _text_model(self, num_classes: int):
         from core.text_model import TextModel
@@ -127,7 +152,7 @@ class Trainer:
         emb, has_image = np.zeros((len(keep), 0), "float32"), np.zeros(len(keep), bool)
         emb_flip = emb
         if any(p is not None for p in paths):
-            self.on_progress("image embeddings", 0.0)
+            self._stage("image embeddings", 0.0)
             image_model = self._image_model(len(labels))
             emb, has_image = image_model.embed(paths, progress=self.verbose)
             emb_flip, _ = image_model.embed(paths, flip=True, progress=self.verbose)
@@ -161,18 +186,21 @@ class Trainer:
                 self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
 
         # 4. final models on the whole training part
-        self.on_progress("text model", 0.6)
+        self._stage("text model", TEXT_SPAN[0])
         text_model = None
         if use_text:
             self.log(f"text model ({cfg.text_arch}) on {len(text_rows)} rows")
             text_model = self._text_model(len(labels)).fit(
                 [texts[i] for i in text_rows], y[text_rows], featurizer=featurizer, features=features,
-                verbose=1 if self.verbose else 0, callbacks=self.callbacks("text model"))
+                verbose=1 if self.verbose else 0,
+                callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN))
         if image_model is not None:
             rows = train[has_image[train]]
-            self.on_progress("image model", 0.85)
+            self._stage("image model", IMAGE_SPAN[0])
             self.log(f"image head on {len(rows)} rows")
-            image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows], callbacks=self.callbacks("image model"))
+            image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows],
+                            callbacks=self.callbacks("image model") + self._epochs("image model", "image model",
+                                                                                   IMAGE_SPAN))
             if cfg.finetune:
                 self.log(f"fine-tuning the top block of {cfg.backbone} on {len(rows)} images")
                 image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
@@ -185,7 +213,7 @@ class Trainer:
         classifier.metadata["history"] = {  # per-epoch curves of the final fits, for the Models page
             name: getattr(model, "history", None) or {} for name, model in (("text", text_model), ("image", image_model))
             if model is not None}
-        self.on_progress("done", 1.0)
+        self._stage("done", 1.0)
         return classifier
 
     def _out_of_fold(self, texts, emb, emb_flip, y, train, has_text, has_image, num_classes,
@@ -204,18 +232,25 @@ class Trainer:
             from tqdm import tqdm
 
             iterator = tqdm(folds, desc="out-of-fold models", unit="fold", file=sys.stderr)
+        start, end = OOF_SPAN
+        width = (end - start) / len(folds)
         for k, (fit_idx, pred_idx) in enumerate(iterator):
-            self.on_progress("out-of-fold models", 0.1 + 0.5 * k / len(folds))
+            fold = f"out-of-fold {k + 1}/{len(folds)}"
+            a = start + width * k
+            self._stage("out-of-fold models", a, fold)
             fit_rows, pred_rows = train[fit_idx], train[pred_idx]
             t_fit, t_pred = fit_rows[has_text[fit_rows]], pred_rows[has_text[pred_rows]]
             if len(t_pred) and len(t_fit):
                 fold_features = None if features is None else [m[[position[i] for i in t_fit]] for m in features]
-                model = self._text_model(num_classes).fit([texts[i] for i in t_fit], y[t_fit],
-                                                          featurizer=featurizer, features=fold_features)
+                model = self._text_model(num_classes).fit(
+                    [texts[i] for i in t_fit], y[t_fit], featurizer=featurizer, features=fold_features,
+                    callbacks=self._epochs("out-of-fold models", f"{fold} · text", (a, a + width / 2)))
                 oof_text[t_pred] = model.predict_proba([texts[i] for i in t_pred])
             i_fit, i_pred = fit_rows[has_image[fit_rows]], pred_rows[has_image[pred_rows]]
             if len(i_pred) and len(i_fit):
-                model = self._image_model(num_classes).fit(emb[i_fit], y[i_fit], flipped=emb_flip[i_fit])
+                model = self._image_model(num_classes).fit(
+                    emb[i_fit], y[i_fit], flipped=emb_flip[i_fit],
+                    callbacks=self._epochs("out-of-fold models", f"{fold} · photo", (a + width / 2, a + width)))
                 oof_image[i_pred] = model.predict_proba_embeddings(emb[i_pred])
         return oof_text, oof_image
 

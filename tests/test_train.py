@@ -35,3 +35,47 @@ def test_validation_split_size_and_disjointness():
     assert len(val) == 20 and not set(train) & set(val) and len(train) + len(val) == 100
     train, val = split_train_val(labels, np.arange(100), 0.0, seed=1)
     assert len(train) == 100 and len(val) == 0
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_the_training_job_names_the_fold_and_the_epoch(make_catalogue, tmp_path, studio_home, monkeypatch):
+    """The out-of-fold stage is most of a run (330 of 407 s on Flipkart): the jobs table
+    (what the Models page shows) must say which fold and epoch it is at, through the real
+    job (core.retrain → core.train → core.jobs), not one message for minutes."""
+    from core.catalog import load_catalogue
+    from core.jobs import JobContext, get_job
+    from core.retrain import start_training
+    from core.store import Store
+    from core.train import TrainConfig
+    from core.training_data import import_catalogue
+    from studio_helpers import cheap_hashes, make_users
+
+    cheap_hashes(monkeypatch)
+    store = Store()
+    admin = make_users(store)["admin"]
+    cat = make_catalogue(tmp_path, n_per_class=8, image_size=(40, 32), seed=2)
+    import_catalogue(store, admin, load_catalogue(cat.csv_path, **cat.load_kwargs), "shop")
+    rows: list[dict] = []
+    original = JobContext.progress
+
+    def progress(self, fraction: float, stage: str = "", message: str = "") -> None:
+        original(self, fraction, stage, message)
+        rows.append(get_job(self.store, self.job_id))  # read back from the table
+
+    monkeypatch.setattr(JobContext, "progress", progress)
+    config = TrainConfig(weights=None, folds=2, text_epochs=2, image_epochs=3, seed=0)
+    job = get_job(store, start_training(store, admin, config, background=False))
+    assert job["state"] == "done", job
+    messages = [r["message"] for r in rows]
+    for k in (1, 2):  # every fold's text and photo fit names its fold and reaches its last epoch
+        assert f"out-of-fold {k}/2" in messages
+        assert any(m.startswith(f"out-of-fold {k}/2 · text: epoch 2/2") for m in messages), messages
+        assert any(m.startswith(f"out-of-fold {k}/2 · photo: epoch 3/3") for m in messages), messages
+    assert {r["stage"] for r in rows if r["message"].startswith("out-of-fold")} == {"out-of-fold models"}
+    assert any(m.startswith("text model: epoch 2/2") for m in messages)  # the final fits too
+    assert any(m.startswith("image model: epoch 3/3") for m in messages)
+    assert "embedding photos" in messages and "scoring the evaluation slice" in messages
+    fractions = [r["progress"] for r in rows]
+    assert fractions == sorted(fractions)
