@@ -169,6 +169,41 @@ def test_gradcam_peak_inside_the_square_when_the_truth_is_known(colour_net):
             assert heat[inside].mean() > 3 * heat[~inside].mean(), method
 
 
+def dotted(img, box, rng: random.Random):
+    """The square patterned: half of its pixels white at random (a printed fabric). On a
+    flat square every map is smooth; on a pattern the pixel-level map turns to speckle."""
+    x0, y0, x1, y1 = box
+    a = np.asarray(img).copy()
+    dots = np.random.default_rng(rng.randint(0, 10**6)).random((y1 - y0 + 1, x1 - x0 + 1)) < 0.5
+    a[y0:y1 + 1, x0:x1 + 1][dots] = 250
+    return Image.fromarray(a)
+
+
+def test_default_heatmap_is_readable_where_the_old_one_was_speckle(colour_net):
+    """On screen the heat must be visible: inside the (patterned) square, the known
+    evidence, nearly every pixel above 0.2 and a median well above it, peak inside. The
+    pixel-refined map alone (the old default) is speckle there and fails exactly this."""
+    from core.explain.gradcam import DEFAULT_METHOD, GradCam, readability
+
+    assert DEFAULT_METHOD == "guided-density"
+    gradcam = GradCam(colour_net.get_layer("backbone"), colour_net.get_layer("head"), "last_relu")
+    rng = random.Random(321)
+    scores: dict[str, list[dict]] = {DEFAULT_METHOD: [], "guided-gradcam": []}
+    for k in range(6):
+        label = CLASSES[k % 3]
+        img, (x0, y0, x1, y1) = square_photo(COLOURS[label], rng)
+        feats = gradcam.features(dotted(img, (x0, y0, x1, y1), rng))
+        for method, found in scores.items():
+            result = gradcam.heatmap(feats, CLASSES.index(label), method=method)
+            found.append(readability(result.heatmap[y0:y1 + 1, x0:x1 + 1]))
+            if method == DEFAULT_METHOD:
+                x, y = result.peak()
+                assert x0 <= x <= x1 and y0 <= y <= y1, (k, (x, y), (x0, y0, x1, y1))
+    new, old = scores[DEFAULT_METHOD], scores["guided-gradcam"]
+    assert min(r["share_above_0.2"] for r in new) >= 0.8 and min(r["median_heat"] for r in new) >= 0.3, new
+    assert np.mean([r["share_above_0.2"] for r in old]) < 0.5 and np.mean([r["median_heat"] for r in old]) < 0.2, old
+
+
 def test_gradcam_on_a_loaded_bundle(loaded, explainer):
     """Lite0 nested in the saved bundle: the naive Keras recipe fails here, ours must not;
     its forward pass gives exactly the bundle's own image probabilities."""
@@ -312,6 +347,43 @@ def test_modality_share_is_an_exact_split_of_the_fused_margin():
     assert "disagree" in s.summary
     s = modality_share(["A", "B", "C"], fusion, np.array([0.1, 0.2, 0.7]), None)
     assert s.mode == "text only" and s.text_share == 1.0 and s.decided_by == "description"
+
+
+def test_modality_caption_for_a_class_that_is_not_the_prediction():
+    """Explaining another class than the fused top one (the app lets the user pick any):
+    the caption must say it is not the prediction and which model points away from it,
+    never "decided by" — and still be right for the predicted class."""
+    from core.explain.modality import modality_share
+    from core.fusion import Fusion
+
+    labels = ["A", "B", "C"]
+    fusion = Fusion(np.hstack([np.eye(3), 2 * np.eye(3)]), np.zeros(3), 1.0)
+    p_text, p_image = np.array([0.001, 0.001, 0.998]), np.array([0.2, 0.5, 0.3])  # fused top: C
+    top = modality_share(labels, fusion, p_text, p_image)
+    assert top.label == "C" and top.predicted and top.summary.startswith("Decided by the description")
+    assert "is not the prediction" not in top.summary
+    # A: both models point away from it
+    a = modality_share(labels, fusion, p_text, p_image, labels.index("A"))
+    assert not a.predicted and a.versus == "C" and a.margin < 0 and a.text < 0 and a.image < 0
+    assert a.summary.startswith("'A' is not the prediction ('C' is)")
+    assert "the description and the photo both point away from 'A'" in a.summary
+    assert "decided" not in a.summary.lower() and "argued against" not in a.summary
+    # B: the photo favours it, the description outweighs the photo
+    b = modality_share(labels, fusion, p_text, p_image, labels.index("B"))
+    assert not b.predicted and b.image > 0 > b.text
+    assert "'B' is not the prediction ('C' is)" in b.summary
+    assert "the photo favours it, but the description points away from it more strongly" in b.summary
+    assert "the models disagree: description says 'C', photo says 'B'" in b.summary
+    assert "decided" not in b.summary.lower()
+    # one model alone
+    t = modality_share(labels, None, np.array([0.1, 0.2, 0.7]), None, 0)
+    assert t.mode == "text only" and not t.predicted
+    assert t.summary == "'A' is not the prediction ('C' is): the description alone points away from it."
+    # the predicted class won only through the class priors: say so, not "decided by the photo"
+    priors = Fusion(np.hstack([np.eye(3), 2 * np.eye(3)]), np.array([9.0, 0.0, 0.0]), 1.0)
+    p = modality_share(labels, priors, np.full(3, 1 / 3), np.array([0.2, 0.5, 0.3]))
+    assert p.label == "A" and p.predicted and p.image < 0
+    assert p.summary.startswith("Decided by the class priors alone for 'A' over 'B'")
 
 
 # --------------------------------------------------------------------------- service

@@ -10,6 +10,10 @@ strongest competitor. margin = text + image + bias, exactly (checked).
 description. A part can be negative — that model argued against the class — which is
 reported too, along with each model's own top class, so a reviewer sees both "decided by
 the photo" and "the two models disagree".
+
+Any class can be explained, not only the prediction: then the strongest competitor is the
+predicted class, the margin is negative, and the summary says "'X' is not the
+prediction" and which model points away from X — never "decided by" (`predicted`).
 """
 
 from __future__ import annotations
@@ -42,29 +46,65 @@ class ModalityShare:
     image_probability: float | None
     disagree: bool  # both models present and their top classes differ
     summary: str
+    predicted: bool = True  # the explained class is the fused top class (else margin < 0: it lost)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _both(names: list[str]) -> str:
+    return " and the ".join(names)
+
+
 def _summary(s: "ModalityShare") -> str:
-    if s.mode == "text only":
-        head = "Decided by the description alone"
-    elif s.mode == "image only":
-        head = "Decided by the photo alone"
-    elif s.decided_by == "both":
-        head = f"Decided by both (description {s.text_share:.0%}, photo {s.image_share:.0%})"
-    else:
-        share = s.text_share if s.decided_by == "description" else s.image_share
-        head = f"Decided by the {s.decided_by} ({share:.0%} of the evidence)"
-    parts = [head + (f" for '{s.label}' over '{s.versus}'" if s.versus else f" for '{s.label}'")]
-    if s.mode == "fusion":
-        against = [name for name, v in (("description", s.text), ("photo", s.image)) if v < 0]
-        if against:
-            parts.append(f"the {' and the '.join(against)} argued against it")
-        if s.disagree:
-            parts.append(f"the models disagree: description says '{s.text_label}', photo says '{s.image_label}'")
+    """One honest sentence. For the predicted class: what decided it, and what argued
+    against it. For any other class (a user can explain every class) never "decided
+    by": say it is not the prediction, and which models point away from it."""
+    parts = [_predicted_head(s) if s.predicted else _other_head(s)]
+    if s.disagree:
+        parts.append(f"the models disagree: description says '{s.text_label}', photo says '{s.image_label}'")
     return "; ".join(parts) + "."
+
+
+def _predicted_head(s: "ModalityShare") -> str:
+    over = f" for '{s.label}' over '{s.versus}'" if s.versus else f" for '{s.label}'"
+    if s.mode != "fusion":
+        return f"Decided by the {'description' if s.mode == 'text only' else 'photo'} alone{over}"
+    parts = (("description", s.text, s.text_share), ("photo", s.image, s.image_share))
+    support = [(name, share) for name, v, share in parts if v > 0]
+    against = [name for name, v, _ in parts if v < 0]
+    if not against:
+        if s.decided_by == "both":
+            head = f"Decided by both (description {s.text_share:.0%}, photo {s.image_share:.0%})"
+        else:
+            share = s.text_share if s.decided_by == "description" else s.image_share
+            head = f"Decided by the {s.decided_by} ({share:.0%} of the evidence)"
+        return head + over
+    if not support:  # only the fusion's class priors carried it
+        return f"Decided by the class priors alone{over}; the {_both(against)} both argued against it"
+    name, share = support[0]
+    pro, con = (s.text, s.image) if name == "description" else (s.image, s.text)
+    by = f"the {name} ({share:.0%} of the evidence)" if pro > -con else f"the class priors and the {name}"
+    return f"Decided by {by}{over}; the {against[0]} argued against it"
+
+
+def _other_head(s: "ModalityShare") -> str:
+    head = f"'{s.label}' is not the prediction ('{s.versus}' is)"
+    if s.mode != "fusion":
+        return head + f": the {'description' if s.mode == 'text only' else 'photo'} alone points away from it"
+    parts = (("description", s.text), ("photo", s.image))
+    toward = [(name, v) for name, v in parts if v > 0]
+    away = [(name, v) for name, v in parts if v < 0]
+    if len(away) == 2:
+        return head + f": the description and the photo both point away from '{s.label}'"
+    if away and toward:
+        (t_name, t_v), (a_name, a_v) = toward[0], away[0]
+        if abs(a_v) > t_v:
+            return head + f": the {t_name} favours it, but the {a_name} points away from it more strongly"
+        return head + f": the {t_name} favours it more than the {a_name} points away, but the class priors favour '{s.versus}'"
+    if away:
+        return head + f": the {away[0][0]} points away from it"
+    return head + f": the class priors favour '{s.versus}'"
 
 
 def modality_share(labels: list[str], fusion, p_text: np.ndarray | None, p_image: np.ndarray | None,
@@ -117,6 +157,7 @@ def modality_share(labels: list[str], fusion, p_text: np.ndarray | None, p_image
         text_probability=None if p_text is None else float(p_text[c]),
         image_probability=None if p_image is None else float(p_image[c]),
         disagree=bool(both and top(p_text) != top(p_image)), summary="",
+        predicted=c == int(np.argmax(logits)),
     )
     share.summary = _summary(share)
     return share
