@@ -383,7 +383,12 @@ def test_modality_caption_for_a_class_that_is_not_the_prediction():
     priors = Fusion(np.hstack([np.eye(3), 2 * np.eye(3)]), np.array([9.0, 0.0, 0.0]), 1.0)
     p = modality_share(labels, priors, np.full(3, 1 / 3), np.array([0.2, 0.5, 0.3]))
     assert p.label == "A" and p.predicted and p.image < 0
-    assert p.summary.startswith("Decided by the class priors alone for 'A' over 'B'")
+    assert p.summary.startswith("Decided by the class priors alone for 'A' over 'B'; the photo argued against it")
+    # a negligible part (here the description's -0.002) neither supports nor opposes
+    p = modality_share(labels, priors, np.array([0.333, 0.3336, 0.3334]), np.array([0.2, 0.5, 0.3]))
+    assert -0.01 < p.text < 0
+    assert p.summary.startswith("Decided by the class priors alone for 'A' over 'B'; the photo argued against it")
+    assert "description argued" not in p.summary and "both argued" not in p.summary
 
 
 # --------------------------------------------------------------------------- service

@@ -25,6 +25,7 @@ import numpy as np
 from core.fusion import EPS
 
 DECISIVE_SHARE = 2 / 3  # one modality carries at least this share → it "decided"
+NEUTRAL_SHARE = 0.05  # a part below this share of |text| + |image| neither supports nor opposes
 
 
 @dataclass
@@ -52,8 +53,12 @@ class ModalityShare:
         return asdict(self)
 
 
-def _both(names: list[str]) -> str:
-    return " and the ".join(names)
+def _sides(s: "ModalityShare") -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(supporting, opposing) modalities as (name, part), leaving out negligible parts
+    (a -0.003 is not "the photo argued against it")."""
+    tol = NEUTRAL_SHARE * (abs(s.text) + abs(s.image))
+    parts = (("description", s.text), ("photo", s.image))
+    return [(n, v) for n, v in parts if v > tol], [(n, v) for n, v in parts if v < -tol]
 
 
 def _summary(s: "ModalityShare") -> str:
@@ -70,9 +75,8 @@ def _predicted_head(s: "ModalityShare") -> str:
     over = f" for '{s.label}' over '{s.versus}'" if s.versus else f" for '{s.label}'"
     if s.mode != "fusion":
         return f"Decided by the {'description' if s.mode == 'text only' else 'photo'} alone{over}"
-    parts = (("description", s.text, s.text_share), ("photo", s.image, s.image_share))
-    support = [(name, share) for name, v, share in parts if v > 0]
-    against = [name for name, v, _ in parts if v < 0]
+    support, opposed = _sides(s)
+    against = [name for name, _ in opposed]
     if not against:
         if s.decided_by == "both":
             head = f"Decided by both (description {s.text_share:.0%}, photo {s.image_share:.0%})"
@@ -81,9 +85,10 @@ def _predicted_head(s: "ModalityShare") -> str:
             head = f"Decided by the {s.decided_by} ({share:.0%} of the evidence)"
         return head + over
     if not support:  # only the fusion's class priors carried it
-        return f"Decided by the class priors alone{over}; the {_both(against)} both argued against it"
-    name, share = support[0]
-    pro, con = (s.text, s.image) if name == "description" else (s.image, s.text)
+        both = "the description and the photo both" if len(against) == 2 else f"the {against[0]}"
+        return f"Decided by the class priors alone{over}; {both} argued against it"
+    (name, pro), con = support[0], opposed[0][1]
+    share = s.text_share if name == "description" else s.image_share
     by = f"the {name} ({share:.0%} of the evidence)" if pro > -con else f"the class priors and the {name}"
     return f"Decided by {by}{over}; the {against[0]} argued against it"
 
@@ -92,9 +97,7 @@ def _other_head(s: "ModalityShare") -> str:
     head = f"'{s.label}' is not the prediction ('{s.versus}' is)"
     if s.mode != "fusion":
         return head + f": the {'description' if s.mode == 'text only' else 'photo'} alone points away from it"
-    parts = (("description", s.text), ("photo", s.image))
-    toward = [(name, v) for name, v in parts if v > 0]
-    away = [(name, v) for name, v in parts if v < 0]
+    toward, away = _sides(s)
     if len(away) == 2:
         return head + f": the description and the photo both point away from '{s.label}'"
     if away and toward:
