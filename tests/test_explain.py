@@ -494,3 +494,14 @@ def test_core_cli_explain_one_line_error_exit_2(square_bundle, tmp_path, capsys)
                           "--image", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_the_cli_default_method_is_the_library_default():
+    """`explain --method` offers what gradcam offers, with the same default (the CLI does
+    not import gradcam at start-up, so the two lists could drift)."""
+    from core.cli import build_parser
+    from core.explain.gradcam import DEFAULT_METHOD, METHODS
+
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"]
+    method = next(a for a in explain._actions if a.dest == "method")
+    assert tuple(method.choices) == METHODS and method.default == DEFAULT_METHOD
