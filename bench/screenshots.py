@@ -140,6 +140,7 @@ def main() -> int:
         shot(page, args.out, "browse")
 
         page.get_by_role("button", name="Log out").click()
+        page.get_by_role("button", name="Log in").wait_for(timeout=60_000)  # logged out before the next log-in
         log_in(page, url, "maria", USERS["maria"][1])
         page.get_by_text("Predict a category").wait_for(timeout=120_000)
         open_page(page, "Monitor")

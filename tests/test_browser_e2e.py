@@ -60,6 +60,7 @@ def test_predict_correct_retrain_promote(app_home, tmp_path):
 
         # an admin retrains from the catalogue + the correction, compares, promotes
         page.get_by_role("button", name="Log out").click()
+        page.get_by_role("button", name="Log in").wait_for(timeout=60_000)  # logged out before the next log-in
         log_in(page, url, "admin", PASSWORDS["admin"])
         page.get_by_role("link", name="Models").click()
         page.get_by_role("button", name="Train from the catalogue and the corrections").click()

@@ -68,7 +68,9 @@ def test_import_catalogue_freezes_an_eval_split_and_skips_what_it_has(studio_hom
     admin = make_users(store)["admin"]
 
     summary = import_catalogue(store, admin, catalogue, "shop")
-    assert (summary.source, summary.added, summary.duplicates, summary.unusable) == ("catalogue:shop", 91, 1, 1)
+    # the copy of row 1 is the same product (same text and photo): counted unchanged, not added twice
+    assert (summary.source, summary.added, summary.updated, summary.unchanged, summary.unusable) == (
+        "catalogue:shop", 91, 0, 1, 1)
     expected = {c: cat.labels.count(c) for c in cat.classes}
     expected[rows[1]["category"]] += 1  # the new product with row 2's photo
     assert summary.per_class == expected
@@ -92,9 +94,9 @@ def test_import_catalogue_freezes_an_eval_split_and_skips_what_it_has(studio_hom
     assert len(files) == 90
     assert store.one("SELECT COUNT(*) AS n FROM audit WHERE action = 'catalogue.import'")["n"] == 1
 
-    # a re-import adds nothing and counts every row as a duplicate
+    # a re-import adds nothing and finds every row unchanged
     again = import_catalogue(store, admin, catalogue, "shop")
-    assert (again.added, again.duplicates, again.eval_rows) == (0, 92, 0)
+    assert (again.added, again.updated, again.unchanged, again.eval_rows) == (0, 0, 92, 0)
     assert len(catalogue_products(store)) == 91 and count(store, "images") == 90
     assert len([f for f in (studio_home / "data" / "images").rglob("*") if f.is_file()]) == 90
 
