@@ -195,8 +195,18 @@ def _v5_suspect_opinions(db: sqlite_utils.Database) -> None:
     db["suspects"].add_column("image_label", str)
 
 
+def _v6_login_attempts(db: sqlite_utils.Database) -> None:
+    """Failed log-ins per account, so password guessing is slowed down (backoff) whichever
+    server process or browser the guesses come from."""
+    db["login_attempts"].create({
+        "user_id": int, "failures": int, "last_failure_at": float, "locked_until": float,
+    }, pk="user_id", not_null={"failures"}, defaults={"failures": 0},
+        foreign_keys=[("user_id", "users", "id")])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
-                                                              _v4_trustworthy_labels, _v5_suspect_opinions]
+                                                              _v4_trustworthy_labels, _v5_suspect_opinions,
+                                                              _v6_login_attempts]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
