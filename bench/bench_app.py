@@ -11,7 +11,6 @@ same) from ../shared/data/flipkart. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from browser import browser_page, log_in, streamlit_server  # noqa: E402
+from _report import emit  # noqa: E402 - bench/ is the script's folder
 
 USER, PASSWORD = "bench", "bench-password-1"
 
@@ -102,10 +102,7 @@ def main() -> int:
         "server_prediction_ms": percentiles(server_ms),
         "targets": {"probabilities_seconds": 1.0, "explanations_seconds": 3.0},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -35,7 +35,6 @@ explanation is measured on a product the models were trained on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -47,6 +46,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _report import emit  # noqa: E402 - bench/ is the script's folder
 DATA = Path(os.environ.get("STUDIO_SHARED_DATA", REPO.parent / "shared" / "data")) / "flipkart"
 GREY = 128.0
 FRACTION = 0.2
@@ -309,10 +309,7 @@ def main(argv=None) -> int:
                  "text_deletion": txt["pass"], "speed_median": speed["pass"]},
         "seconds": round(time.time() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0 if all(report["pass"].values()) else 1
 
 

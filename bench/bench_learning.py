@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.tf_setup import seed_everything  # noqa: E402,F401  (before TensorFlow)
+from _report import emit  # noqa: E402 - bench/ is the script's folder
 
 
 def flipkart():
@@ -142,10 +143,7 @@ def main() -> int:
         started = time.time()
         out[part] = {"noise": bench_noise, "active": bench_active, "retrain": bench_retrain}[part](catalogue)
         out[part]["bench_seconds"] = round(time.time() - started, 1)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(out, args.out)
     return 0
 
 

@@ -13,7 +13,6 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -25,6 +24,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from bench_app import ensure_user, percentiles, products  # noqa: E402
 from browser import browser_page, log_in, streamlit_server  # noqa: E402
+from _report import emit  # noqa: E402 - bench/ is the script's folder
 
 USER, PASSWORD = "bench", "bench-password-1"
 KEYS = ["a"] * 7 + ["2"] * 2 + ["s"]  # mostly accepts, some picks, a skip now and then
@@ -120,10 +120,7 @@ def main() -> int:
         "keys": {key: keys.count(key) for key in sorted(set(keys))},
         "targets": {"decisions_per_minute": 30, "key_to_next_item_seconds": 1.0},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

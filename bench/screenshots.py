@@ -116,6 +116,8 @@ def main() -> int:
         page.get_by_role("button", name="Classify").click()
         page.get_by_text("explained in").wait_for(timeout=180_000)
         shot(page, args.out, "predict")
+        page.get_by_text("Words for and against").scroll_into_view_if_needed()
+        shot(page, args.out, "predict_why")
 
         open_page(page, "Batch")
         page.locator("input[type=file]").nth(0).set_input_files(str(csv_path))
