@@ -10,7 +10,7 @@ import time
 
 import streamlit as st
 
-from core.auth import authenticate, change_password, ensure_first_admin
+from core.auth import MIN_PASSWORD_LENGTH, LoginThrottled, authenticate, change_password, ensure_first_admin
 from core.errors import InputError, one_line
 from core.registry import live_model, sync_models
 from pages._shared import (current_user, end_session, restore_session, start_session, store, sync_session_cookie,
@@ -40,7 +40,11 @@ def login_form() -> None:
         password = st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
-        user = authenticate(store(), username, password)
+        try:
+            user = authenticate(store(), username, password)
+        except LoginThrottled as exc:  # too many wrong passwords for this account: the password was not checked
+            st.error(f"Too many failed log-ins for this account. Try again in {exc.retry_after} s.")
+            return
         if user is None:
             time.sleep(0.5)  # slows guessing a little more; the hash is the main brake
             st.error("Wrong username or password.")
@@ -55,7 +59,8 @@ def password_form(user, *, old_label: str = "One-time password", form_key: str =
     """Change the password; every other session of the user is logged out, this one stays."""
     with st.form(form_key):
         old = st.text_input(old_label, type="password")
-        new = st.text_input("New password (8 characters or more)", type="password")
+        new = st.text_input(f"New password ({MIN_PASSWORD_LENGTH} characters or more, not a common one)",
+                            type="password")
         again = st.text_input("New password again", type="password")
         submitted = st.form_submit_button("Save password", type="primary")
     if submitted:

@@ -23,7 +23,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from browser import browser_page, log_in, streamlit_server  # noqa: E402
 from _report import emit  # noqa: E402 - bench/ is the script's folder
 
-USER, PASSWORD = "bench", "bench-password-1"
+USER, PASSWORD = "bench", "queue-runner-77"
 
 
 def ensure_user() -> None:

@@ -26,7 +26,7 @@ from bench_app import ensure_user, percentiles, products  # noqa: E402
 from browser import browser_page, log_in, streamlit_server  # noqa: E402
 from _report import emit  # noqa: E402 - bench/ is the script's folder
 
-USER, PASSWORD = "bench", "bench-password-1"
+USER, PASSWORD = "bench", "queue-runner-77"
 KEYS = ["a"] * 7 + ["2"] * 2 + ["s"]  # mostly accepts, some picks, a skip now and then
 
 

@@ -22,8 +22,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 from bench_app import products  # noqa: E402
 from browser import browser_page, log_in, streamlit_server  # noqa: E402
 
-USERS = {"maria": ("admin", "maria-pass-12"), "rita": ("reviewer", "rita-pass-123"),
-         "victor": ("viewer", "victor-pass-12")}
+USERS = {"maria": ("admin", "lead-pass-123"), "rita": ("reviewer", "desk-pass-123"),
+         "victor": ("viewer", "look-pass-123")}
 
 
 def ensure_users() -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.catalog import Catalogue, load_catalogue, read_csv
 from core.classifier import Classifier
 from core.columns import ColumnGuess, guess_columns
@@ -244,7 +244,7 @@ class BatchResult:
 def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Catalogue, *,
                 source: str | None = None, on_progress: Progress | None = None, chunk: int = CHUNK) -> BatchResult:
     """Score every usable row and record products + predictions together at the end."""
-    require(user, "batch")
+    user = require_current(store, user, "batch")
     progress = on_progress or (lambda fraction, message: None)
     rows = [i for i in range(len(catalogue)) if catalogue.usable[i]]
     if not rows:

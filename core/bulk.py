@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from core.auth import User, require
+from core.auth import User, require, require_current
 from core.errors import InputError
 from core.review_queue import insert_decision
 from core.store import Store, utc_now
@@ -104,7 +104,7 @@ def bulk_accept(store: Store, user: User, product_ids, threshold: float, filter_
     """Accept the predicted label of every product `preview_bulk_accept` names, as one
     audited bulk action in one transaction; products decided meanwhile are left alone.
     Returns the bulk action's id."""
-    require(user, "review")
+    user = require_current(store, user, "review")
     threshold = _check_threshold(threshold)
     with store.transaction() as db:
         rows = _eligible(db, product_ids, threshold)
@@ -137,7 +137,7 @@ def get_bulk(store: Store, user: User, bulk_id: int) -> BulkAction:
 def undo_bulk(store: Store, user: User, bulk_id: int) -> BulkUndo:
     """Mark the bulk action's decisions undone where they are still the product's settled
     decision (a later decision by anyone is never touched). Its author or an admin may."""
-    require(user, "review")
+    user = require_current(store, user, "review")
     with store.transaction() as db:
         row = db.execute("SELECT * FROM bulk_actions WHERE id = ?", [int(bulk_id)]).fetchone()
         if row is None:

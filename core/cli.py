@@ -119,7 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", type=int)
 
     add_serve_parser(sub)
+    _add_users_parser(sub)
     return parser
+
+
+def _add_users_parser(sub) -> None:
+    """`users`: recovery from the shell by whoever owns the server's files (no log-in: a
+    lost admin password is exactly when nobody can log in). Passwords come on stdin, never
+    as an argument (argv is visible to every user of the machine in `ps`)."""
+    from core.store import ROLES
+
+    p = sub.add_parser("users", help="add a user or reset a password from the shell (password on stdin)")
+    users = p.add_subparsers(dest="users_command", required=True)
+    q = users.add_parser("reset-password", help="set a new password (read from stdin) and end all of the "
+                         "user's sessions")
+    q.add_argument("name", help="username")
+    q = users.add_parser("add", help="add a user; the password is read from stdin")
+    q.add_argument("name", help="username")
+    q.add_argument("--role", required=True, metavar="ROLE", help=f"one of {', '.join(ROLES)}")
+    q.add_argument("--must-change-password", action="store_true",
+                   help="the user must choose a new password at first log-in")
 
 
 def _load(args, *, require_labels: bool):
@@ -347,6 +366,39 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _password_from_stdin() -> str:
+    """The new password: the first line of stdin (typed at a hidden prompt on a terminal)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise InputError("the two passwords differ")
+        return first
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if not password:
+        raise InputError("give the new password on stdin (e.g. `read -s PW; printf '%s\\n' \"$PW\" | python -m core "
+                         "users …`)")
+    return password
+
+
+def cmd_users(args) -> int:
+    from core.auth import User, create_user, reset_password
+    from core.store import Store
+
+    store = Store()
+    if args.users_command == "reset-password":
+        user = reset_password(store, args.name, _password_from_stdin(), by=User.system("cli"))
+        print(f"password of {user.username} ({user.role}) reset; all of their sessions ended", file=sys.stderr)
+        return 0
+    first = store.one("SELECT 1 AS x FROM users LIMIT 1") is None  # the first user needs no acting admin
+    user = create_user(store, args.name, _password_from_stdin(), args.role, by=None if first else User.system("cli"),
+                       must_change_password=args.must_change_password)
+    print(f"added {user.username} ({user.role})", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from core.demo import ensure_demo_model
 
@@ -375,7 +427,7 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "explain": cmd_explain, "serve": cmd_serve, "job-worker": cmd_job_worker,
-            "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export}
+            "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export, "users": cmd_users}
 
 
 def main(argv: list[str] | None = None) -> int:

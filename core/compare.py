@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.errors import InputError
 from core.metrics import classification_metrics
 from core.registry import activate, get_model, live_model
@@ -87,7 +87,7 @@ def promote(store: Store, user: User, version: str, *, comparison: Comparison | 
             confirm_worse: bool = False) -> None:
     """Make `version` live. A candidate flagged worse than the live model needs
     `confirm_worse` (the flag is judged on `comparison` when given)."""
-    require(user, "models")
+    user = require_current(store, user, "models")
     if get_model(store, version) is None:
         raise InputError(f"no model version '{version}'")
     live = live_model(store)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.browse import nullable_ints
 from core.errors import InputError
 from core.files import atomic_write_bytes
@@ -66,7 +66,7 @@ def labelled_dataset(store: Store, user: User) -> pd.DataFrame:
     """One row per labelled product: id, the catalogue's id, text, the photo's path (relative
     to the home, empty without one), the effective label, where it came from (catalogue /
     reviewer / suggestion / out_of_scope with an empty label) and the evaluation-slice flag."""
-    require(user, "review")
+    require_current(store, user, "review")
     frame = pd.DataFrame(store.query(_DATASET), columns=DATASET_COLUMNS)
     frame["image_path"] = frame["image_path"].map(_relative_to_home)
     frame["label"] = frame["label"].fillna("")
@@ -76,7 +76,7 @@ def labelled_dataset(store: Store, user: User) -> pd.DataFrame:
 
 def decision_log(store: Store, user: User) -> pd.DataFrame:
     """Every decision and suggestion ever made, undone ones included, oldest first."""
-    require(user, "review")
+    require_current(store, user, "review")
     rows = store.query("""SELECT r.id AS review_id, r.product_id, p.external_id, r.decision, r.old_label,
                                  r.new_label, r.reviewer, r.created_at, r.note, r.model_version, r.prediction_id,
                                  r.bulk_id, r.replaces, r.revoked_at, r.revoked_by

@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.errors import InputError, one_line
 from core.settings import REPO_ROOT, get_settings
 from core.store import Store, from_json, to_json, utc_now
@@ -143,7 +143,7 @@ def start_job(store: Store, user: User, kind: str, params: dict,
     """Record a job and run it: `work(context, params)` on a thread, or, with no `work`,
     the kind's registered worker (WORKERS) in a worker process; inline when `background`
     is False (the CLI). Raises JobBusy if one of this kind is active."""
-    require(user, permission)
+    user = require_current(store, user, permission)
     with store.transaction() as db:
         _reap(db, kind)
         busy = db.execute("SELECT id, user, created_at FROM jobs WHERE kind = ? AND state IN ('queued', 'running')",

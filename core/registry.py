@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.bundle import METADATA, is_bundle, read_metadata
 from core.errors import InputError
 from core.settings import get_settings
@@ -92,7 +92,7 @@ def _activate(db, version: str) -> None:
 
 def activate(store: Store, user: User, version: str) -> None:
     """Make `version` the live model (admins only; audited)."""
-    require(user, "models")
+    user = require_current(store, user, "models")
     row = store.one("SELECT path FROM models WHERE version = ?", [version])
     if row is None:
         raise InputError(f"no model version '{version}'")

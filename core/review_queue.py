@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.auth import User, require
+from core.auth import User, require, require_current
 from core.errors import InputError
 from core.store import DECISIONS, SETTLING, SUGGEST, Store, from_json, to_json, utc_now
 from core.uploads import image_path
@@ -161,7 +161,7 @@ def suspects_ran(store: Store) -> bool:
 def claim_next(store: Store, user: User, order: str = DEFAULT_ORDER, *, ttl: float = CLAIM_SECONDS) -> QueueItem | None:
     """The reviewer's current item (kept across page reloads) or the next one by `order`
     (items they skipped last), claimed for `ttl` seconds. None when the queue is empty for them."""
-    require(user, "review")
+    user = require_current(store, user, "review")
     _check_order(order)
     if order == SUSPECTS:
         key = "s.product_id"
@@ -272,6 +272,7 @@ def record_review(store: Store, user: User, product_id: int, decision: str, *, n
     if decision not in DECISIONS:
         raise InputError(f"unknown decision '{decision}'; one of {', '.join(DECISIONS)}")
     with store.transaction() as db:
+        user = require_current(db, user, "review")
         if decision != "skip":
             _check_not_overtaken(db, user, product_id, seen_review_id)
         review_id = insert_decision(db, user, product_id, decision, new_label=new_label,
@@ -305,7 +306,7 @@ def record_feedback(store: Store, user: User, product_id: int, *, correct_label:
     """The Predict page's "is this right?" on a product this user scored: a reviewer's
     answer is a decision; a viewer's is a suggestion for the reviewers (never a training
     label). Which one is decided by the user's role here, never by the caller."""
-    require(user, "predict")
+    user = require_current(store, user, "predict")
     owner = store.one("SELECT created_by FROM products WHERE id = ?", [product_id])
     if owner is None:
         raise InputError(f"no product {product_id}")
@@ -348,7 +349,7 @@ def _revoke(db, user: User, review_id: int) -> None:
 def undo_last(store: Store, user: User) -> Undone | None:
     """Undo the user's latest decision (not already undone); the product goes back to
     them as their current item. None when there is nothing to undo."""
-    require(user, "review")
+    user = require_current(store, user, "review")
     with store.transaction() as db:
         row = db.execute("SELECT * FROM live_reviews WHERE reviewer = ? AND decision IN "
                          f"{tuple([*SETTLING, 'skip'])} ORDER BY id DESC LIMIT 1", [user.username]).fetchone()
@@ -373,7 +374,7 @@ def change_decision(store: Store, user: User, review_id: int, decision: str, *, 
     """Replace one of the user's decisions (an admin may change anyone's) with another:
     the old row is kept, marked undone, and the new one names it. Refused when someone
     decided the product after it. Returns the new review id."""
-    require(user, "review")
+    user = require_current(store, user, "review")
     if decision not in SETTLING:
         raise InputError(f"a decision can be changed to {', '.join(SETTLING)}")
     with store.transaction() as db:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.catalog import join_text
 from core.classifier import Classifier, Prediction
 from core.errors import InputError
@@ -102,7 +102,7 @@ def find_or_insert_product(db: sqlite_utils.Database, text: str, image_hash: str
 def score_product(store: Store, classifier: Classifier, user: User, *, text: str | None = None,
                   image: bytes | None = None, source: str = "upload") -> ScoredProduct:
     """Predict one product (description and/or photo bytes) and record it."""
-    require(user, "predict")
+    user = require_current(store, user, "predict")
     text = clean_text(text)
     stored = store_image(image, what="the image") if image else None
     if not text and stored is None:

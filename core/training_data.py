@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from core.auth import User, require
+from core.auth import User, require_current
 from core.catalog import Catalogue, ImportReport, normalize_text
 from core.errors import InputError
 from core.scoring import find_product, insert_product
@@ -65,7 +65,7 @@ def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
     one transaction. A product already in the database — the same id in `id_col`, or else
     the same normalised text and photo — is updated (its catalogue label), never doubled;
     it keeps its evaluation-slice membership."""
-    require(user, "train")
+    user = require_current(store, user, "train")
     progress = on_progress or (lambda f, m: None)
     source = f"catalogue:{name}"
     external = _external_ids(catalogue, id_col)

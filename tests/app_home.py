@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-PASSWORDS = {"admin": "admin-pass-1", "rita": "reviewer-pass-1", "victor": "viewer-pass-1"}
+PASSWORDS = {"admin": "chief-pass-1", "rita": "reviewer-pass-1", "victor": "viewer-pass-1"}
 ROLES = {"admin": "admin", "rita": "reviewer", "victor": "viewer"}
 
 

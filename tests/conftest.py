@@ -292,7 +292,9 @@ def app_home(tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch)
     """A fresh STUDIO_HOME with the tiny model live and users admin / rita (reviewer) /
     victor (viewer); passwords in app_home.PASSWORDS."""
     from app_home import build_app_home
+    from studio_helpers import cheap_hashes
 
+    cheap_hashes(monkeypatch)  # hashing is tested in test_auth: three users per app test stay cheap
     built = build_app_home(tmp_path / "app_home", tiny_bundle)
     monkeypatch.setenv("STUDIO_HOME", str(built.home))
     return built

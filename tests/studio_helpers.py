@@ -21,7 +21,7 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core.auth, "SCRYPT_N", 2**4)
 
 
-def make_users(store, *names_and_roles: tuple[str, str], password: str = "password123") -> dict:
+def make_users(store, *names_and_roles: tuple[str, str], password: str = "plum-kiwi-9017") -> dict:
     """Users by name: an 'admin' (the bootstrap user, created first if missing), then the
     given (name, role) pairs created by that admin."""
     from core.auth import User, create_user

@@ -518,7 +518,7 @@ def test_admin_adds_a_user_who_must_choose_a_password(app_home):
     assert titles(at) == [TITLES["users"]]
     assert set(at.dataframe[0].value["username"]) == {"admin", "rita", "victor"}
     at.text_input(key="new_username").input("nora")
-    at.text_input(key="new_password").input("nora-pass-1")
+    at.text_input(key="new_password").input("garden-gate-41")
     at.selectbox(key="new_role").select("viewer")
     button(at, "Add user").click()
     at = ok(at.run())
@@ -536,13 +536,13 @@ def test_admin_adds_a_user_who_must_choose_a_password(app_home):
     assert count("users") == 4
 
     # the new user logs in and has to choose a password first
-    at = login("nora", "nora-pass-1")
+    at = login("nora", "garden-gate-41")
     assert titles(at) == ["Choose a new password"]
     assert not in_navigation(at, PAGES["predict"])
     old, new, again = at.text_input
-    old.input("nora-pass-1")
-    new.input("nora-new-pass-2")
-    again.input("nora-new-pass-2")
+    old.input("garden-gate-41")
+    new.input("garden-gate-42")
+    again.input("garden-gate-42")
     button(at, "Save password").click()
     at = ok(at.run())
     assert titles(at) == [TITLES["predict"]]

@@ -1,23 +1,43 @@
-"""core.auth: scrypt hashes, log-in, the first admin, one-time passwords, who may add
-and change users, and the role × action table. Real hashes (no cheap cost) here."""
+"""core.auth: scrypt hashes (OWASP cost, maxmem, rehash at log-in), the password policy,
+log-in with per-account throttling and its audit, the first admin, one-time passwords,
+who may add and change users (never the last active admin), the role × action table, and
+`require_current` (a demoted or disabled user's old User object cannot act).
+
+The hashing tests use the real cost; the others use cheap hashes (the cost is stored in
+each hash, so verification still goes through scrypt)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 
 import pytest
+from studio_helpers import cheap_hashes
 
+import core.auth
 from core.auth import (
+    FREE_FAILURES,
+    LOCK_BASE_S,
+    LOCK_MAX_S,
     PERMISSIONS,
+    SCRYPT_MAXMEM,
+    UNKNOWN_USER,
+    LoginThrottled,
     PermissionDenied,
     User,
     authenticate,
     change_password,
+    check_new_password,
+    common_passwords,
     create_user,
     ensure_first_admin,
     hash_password,
     list_users,
+    lock_seconds,
+    needs_rehash,
     require,
+    reset_password,
     set_role,
     verify_password,
 )
@@ -31,6 +51,7 @@ PASSWORD = "correct horse"
 def store(tmp_path, monkeypatch) -> Store:
     monkeypatch.delenv("STUDIO_ADMIN_USER", raising=False)
     monkeypatch.delenv("STUDIO_ADMIN_PASSWORD", raising=False)
+    cheap_hashes(monkeypatch)
     return Store(tmp_path / "studio.db")
 
 
@@ -60,7 +81,7 @@ def test_salts_differ_and_the_hash_hides_the_password():
     a, b = hash_password(PASSWORD), hash_password(PASSWORD)
     assert a != b
     scheme, n, r, p, salt_a, key_a = a.split("$")
-    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**14, 8, 1)
+    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**17, 8, 1)  # OWASP's current scrypt cost
     assert salt_a != b.split("$")[4] and key_a != b.split("$")[5]
     assert PASSWORD not in a and PASSWORD.encode().hex() not in a
     assert verify_password(PASSWORD, a) and verify_password(PASSWORD, b)
@@ -70,6 +91,21 @@ def test_salts_differ_and_the_hash_hides_the_password():
                                     "scrypt$abc$8$1$AAAA$AAAA", "scrypt$16384$8$1$AAAA"])
 def test_verify_rejects_malformed_hashes_without_raising(stored):
     assert verify_password(PASSWORD, stored) is False
+
+
+def test_maxmem_bounds_a_check_and_a_too_costly_stored_hash_is_refused_not_computed():
+    """2**17 × r=8 needs 128 MiB: inside the bound. A hash asking for 1 GiB (n=2**20) — a
+    tampered row, say — is a failed check, quickly, not a gigabyte allocated."""
+    assert 128 * 8 * 2**17 < SCRYPT_MAXMEM <= 512 * 1024**2
+    salt = b"0123456789abcdef"
+    key = hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**10, r=8, p=1, dklen=32)
+    import base64
+
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    assert verify_password(PASSWORD, f"scrypt$1024$8$1${b64(salt)}${b64(key)}")
+    started = time.perf_counter()
+    assert verify_password(PASSWORD, f"scrypt${2**20}$8$1${b64(salt)}${b64(key)}") is False
+    assert time.perf_counter() - started < 0.5
 
 
 def test_the_user_table_stores_only_the_hash(store, admin):
@@ -100,12 +136,142 @@ def test_wrong_password_unknown_user_and_disabled_user_all_get_none(store, admin
     assert authenticate(store, "bob", PASSWORD) == bob
 
 
-def test_failed_log_ins_are_audited(store, admin):
+def test_log_ins_are_audited_and_a_stranger_s_typed_name_is_never_stored(store, admin):
     authenticate(store, "alice", "wrong password")
     authenticate(store, "mallory", PASSWORD)
-    authenticate(store, "alice", PASSWORD)  # a success is not a failure
-    assert audit(store, "login.failed") == [{"user": "Alice", "action": "login.failed", "detail": None},
-                                            {"user": "mallory", "action": "login.failed", "detail": None}]
+    authenticate(store, "alice", PASSWORD)
+    logins = [r for r in audit(store) if r["action"].startswith("login.")]
+    assert logins == [
+        {"user": "Alice", "action": "login.failed", "detail": {"reason": "password", "failures": 1}},
+        {"user": UNKNOWN_USER, "action": "login.failed", "detail": {"reason": "password"}},
+        {"user": "Alice", "action": "login.ok", "detail": None},
+    ]
+    dump = json.dumps(store.query("SELECT * FROM audit")) + json.dumps(store.query("SELECT * FROM login_attempts"))
+    assert "mallory" not in dump.lower()
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+def test_repeated_failures_lock_the_account_with_a_doubling_delay(store, admin, monkeypatch):
+    now = [1_000_000.0]
+    monkeypatch.setattr(core.auth.time, "time", lambda: now[0])
+    for _ in range(FREE_FAILURES - 1):
+        assert authenticate(store, "alice", "wrong password") is None
+    assert authenticate(store, "alice", PASSWORD) == admin  # a success starts over
+    for _ in range(FREE_FAILURES):
+        assert authenticate(store, "alice", "wrong password") is None
+    # locked: even the right password is refused, unchecked, with the wait
+    with pytest.raises(LoginThrottled, match=f"try again in {int(LOCK_BASE_S)} s") as caught:
+        authenticate(store, "ALICE", PASSWORD)
+    assert caught.value.retry_after == LOCK_BASE_S
+    now[0] += 10
+    with pytest.raises(LoginThrottled) as caught:
+        authenticate(store, "alice", PASSWORD)
+    assert caught.value.retry_after == LOCK_BASE_S - 10
+    now[0] += LOCK_BASE_S
+    assert authenticate(store, "alice", "wrong password") is None  # the lock is over: one more guess …
+    with pytest.raises(LoginThrottled) as caught:  # … doubles the wait
+        authenticate(store, "alice", PASSWORD)
+    assert caught.value.retry_after == 2 * LOCK_BASE_S
+    now[0] += 2 * LOCK_BASE_S
+    assert authenticate(store, "alice", PASSWORD) == admin
+    assert store.query("SELECT * FROM login_attempts") == []
+    assert [r["detail"]["reason"] for r in audit(store, "login.failed")].count("throttled") == 3
+    # the other accounts were never slowed down
+    assert lock_seconds(FREE_FAILURES - 1) == 0 and lock_seconds(100) == LOCK_MAX_S
+
+
+def test_the_lock_holds_across_processes_and_unknown_names_are_throttled_in_memory(store, admin):
+    for _ in range(FREE_FAILURES):
+        authenticate(store, "alice", "wrong password")
+    other_process = Store(store.path)  # the state is in the database, not in this process
+    with pytest.raises(LoginThrottled):
+        authenticate(other_process, "alice", PASSWORD)
+    # a name that is nobody's behaves the same (the message must not tell which names exist)
+    for _ in range(FREE_FAILURES):
+        assert authenticate(store, "ghost-user", PASSWORD) is None
+    with pytest.raises(LoginThrottled):
+        authenticate(store, "Ghost-User", PASSWORD)
+    assert "ghost" not in json.dumps(store.query("SELECT * FROM audit")).lower()
+
+
+def test_reset_password_from_the_shell_unlocks_and_ends_every_session(store, admin):
+    from core.sessions import create_session, resume_session
+
+    cookies = [create_session(store, admin), create_session(store, admin)]
+    for _ in range(FREE_FAILURES):
+        authenticate(store, "alice", "wrong password")
+    reset_password(store, "alice", "a brand new secret")
+    assert [resume_session(store, c) for c in cookies] == [None, None]
+    assert authenticate(store, "alice", "a brand new secret") == admin
+    assert audit(store, "user.password.reset")[0]["detail"] == {"username": "Alice", "sessions_ended": 2}
+    with pytest.raises(InputError, match="no user"):
+        reset_password(store, "ghost", "a brand new secret")
+    with pytest.raises(InputError, match="common"):
+        reset_password(store, "alice", "password123")
+
+
+# --------------------------------------------------------------------------- rehash
+
+
+def test_a_cheaper_hash_is_upgraded_at_log_in(store, monkeypatch):
+    alice = create_user(store, "alice", PASSWORD, "admin")  # at the cheap test cost
+    old = store.one("SELECT password_hash FROM users")["password_hash"]
+    assert old.split("$")[1] == "16" and needs_rehash(old) is False
+    monkeypatch.setattr(core.auth, "SCRYPT_N", 2**12)  # the cost went up since
+    assert needs_rehash(old)
+    assert authenticate(store, "alice", PASSWORD) == alice
+    new = store.one("SELECT password_hash FROM users")["password_hash"]
+    assert new.split("$")[1] == str(2**12) and verify_password(PASSWORD, new) and not needs_rehash(new)
+    assert audit(store, "login.ok")[-1]["detail"] == {"rehashed": True}
+    assert authenticate(store, "alice", "wrong password") is None  # a failure never rehashes
+    assert store.one("SELECT password_hash FROM users")["password_hash"] == new
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize("password, username, message", [
+    ("short-1", "bob", "at least 10"),
+    ("password123", "bob", "common"),
+    ("Qwerty123456", "bob", "common"),
+    ("sunshine2024!", "bob", "common"),
+    ("iloveyou!!!!", "bob", "common"),
+    ("margaret-smith", "margaret-smith", "username"),
+    ("my-MARGARET-pw", "margaret", "username"),
+    ("x" * 1025, "bob", "at most"),
+])
+def test_the_password_policy_refuses(password, username, message):
+    with pytest.raises(InputError, match=message):
+        check_new_password(password, username)
+
+
+def test_the_password_policy_accepts_a_long_uncommon_one_and_ships_its_list():
+    check_new_password("plum-kiwi-9017", "margaret")
+    check_new_password("correct horse", "al")  # a 2-letter name inside another word is no leak
+    words = common_passwords()
+    assert len(words) >= 300 and {"123456", "password", "qwerty", "iloveyou", "letmein"} <= words
+
+
+def test_the_policy_applies_to_new_users_and_password_changes(store, admin):
+    with pytest.raises(InputError, match="common"):
+        create_user(store, "bob", "password123", "viewer", by=admin)
+    with pytest.raises(InputError, match="username"):
+        create_user(store, "bobby", "bobby-2024-pw", "viewer", by=admin)
+    with pytest.raises(InputError, match="username"):
+        change_password(store, admin, PASSWORD, "alice-forever")
+    with pytest.raises(InputError, match="common"):
+        change_password(store, admin, PASSWORD, "letmein12345")
+    assert authenticate(store, "alice", PASSWORD) == admin
+
+
+def test_a_password_change_ends_the_other_sessions_and_keeps_this_one(store, admin):
+    from core.sessions import create_session, resume_session
+
+    here, elsewhere = create_session(store, admin), create_session(store, admin)
+    change_password(store, admin, PASSWORD, "a brand new secret", keep_session=here)
+    assert resume_session(store, here) == admin and resume_session(store, elsewhere) is None
 
 
 # --------------------------------------------------------------------------- first admin
@@ -133,8 +299,8 @@ def test_one_time_password_must_be_changed(store):
 
     with pytest.raises(InputError, match="current password is wrong"):
         change_password(store, user, "not it", "a new password")
-    with pytest.raises(InputError, match="at least 8"):
-        change_password(store, user, one_time, "short")
+    with pytest.raises(InputError, match="at least 10"):
+        change_password(store, user, one_time, "short-pw")
     with pytest.raises(InputError, match="different"):
         change_password(store, user, one_time, one_time)
 
@@ -178,7 +344,9 @@ def test_first_user_bootstraps_then_only_admins_add_users(store):
     ("x", PASSWORD, "viewer", "username"),
     ("has space", PASSWORD, "viewer", "username"),
     ("ALICE", PASSWORD, "viewer", "taken"),
-    ("newbie", "short", "viewer", "at least 8"),
+    ("newbie", "short-pw", "viewer", "at least 10"),
+    ("newbie", "password123", "viewer", "common"),
+    ("newbie", "newbie-rules-ok", "viewer", "username"),
     ("newbie", PASSWORD, "superuser", "unknown role"),
 ])
 def test_create_user_refuses_bad_input(store, admin, username, password, role, message):

@@ -128,7 +128,7 @@ def change_password_in_sidebar(page, old: str, new: str) -> None:
     if not page.get_by_label("Current password").is_visible():  # the popover may still be open
         page.locator("[data-testid=stSidebar]").get_by_role("button", name="Change password").click()
     page.get_by_label("Current password").fill(old)
-    page.get_by_label("New password (8 characters or more)").fill(new)
+    page.get_by_label("New password (10 characters or more").fill(new)
     page.get_by_label("New password again").fill(new)
     page.get_by_role("button", name="Save password").click()
 
@@ -147,11 +147,11 @@ def test_a_password_change_logs_out_the_other_browsers(served, browser):
         assert len(live_sessions(store, "victor")) == 2
 
         # bad input first: a wrong current password changes nothing
-        change_password_in_sidebar(a, "not-my-password", "victor-new-pass-2")
+        change_password_in_sidebar(a, "not-my-password", "viewer-new-pass-2")
         a.get_by_text("the current password is wrong").wait_for(timeout=WAIT)
         assert len(live_sessions(store, "victor")) == 2
 
-        change_password_in_sidebar(a, PASSWORDS["victor"], "victor-new-pass-2")
+        change_password_in_sidebar(a, PASSWORDS["victor"], "viewer-new-pass-2")
         a.get_by_text("your other sessions are logged out").wait_for(timeout=WAIT)
         assert len(live_sessions(store, "victor")) == 1
 
@@ -171,9 +171,9 @@ def test_a_password_change_logs_out_the_other_browsers(served, browser):
         # the module's other tests log in with the known password
         from core.auth import authenticate, change_password
 
-        user = authenticate(store, "victor", "victor-new-pass-2")
+        user = authenticate(store, "victor", "viewer-new-pass-2")
         if user is not None:
-            change_password(store, user, "victor-new-pass-2", PASSWORDS["victor"])
+            change_password(store, user, "viewer-new-pass-2", PASSWORDS["victor"])
 
 
 def test_a_bad_or_ended_cookie_lands_on_the_log_in_form(served, browser):

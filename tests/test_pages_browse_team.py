@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:  # the pages import `core` and `pages._shared`
     sys.path.insert(0, str(ROOT))
 BROWSE, TEAM = str(ROOT / "pages" / "browse.py"), str(ROOT / "pages" / "team.py")
 NO_ACCESS = "You do not have access to this page."
-PASSWORD = "password123"
+PASSWORD = "plum-kiwi-9017"
 
 
 @pytest.fixture(autouse=True)

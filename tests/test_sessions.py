@@ -10,6 +10,7 @@ import stat
 import time
 
 import pytest
+from studio_helpers import cheap_hashes
 
 from core import sessions
 from core.auth import change_password, create_user, set_role
@@ -24,6 +25,7 @@ PASSWORD = "correct horse"
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> Store:
     monkeypatch.delenv("STUDIO_SESSION_IDLE_MINUTES", raising=False)
+    cheap_hashes(monkeypatch)  # hashing is tested in test_auth
     return Store(tmp_path / "data" / "studio.db")
 
 

@@ -19,7 +19,7 @@ from core.store import MIGRATIONS, SCHEMA_VERSION, Store
 from studio_helpers import LABELS, add_predicted_product, cheap_hashes, count, make_users
 
 TABLES = {"users", "images", "products", "predictions", "reviews", "models", "claims", "audit", "jobs", "suspects",
-          "bulk_actions", "sessions"}
+          "bulk_actions", "sessions", "login_attempts"}
 
 
 def tables(path: Path) -> set[str]:
