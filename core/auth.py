@@ -297,6 +297,9 @@ def authenticate(store: Store, username: str, password: str) -> User | None:
                                          "locked_until": locked}, pk="user_id")
             store.audit(row["username"], "login.failed", {"reason": "password", "failures": failures}, db=db)
         return None
+    if one_time_password_expired(row):
+        store.audit(row["username"], "login.failed", {"reason": "one-time password expired"})
+        return None
     upgraded = hash_password(password) if needs_rehash(row["password_hash"]) else None
     with store.transaction() as db:
         db.execute("DELETE FROM login_attempts WHERE user_id = ?", [row["id"]])
@@ -397,7 +400,30 @@ def ensure_first_admin(store: Store) -> str | None:
     if one_time:
         password = secrets.token_urlsafe(12)
     try:
-        create_user(store, name, password, "admin", must_change_password=one_time)
+        created = create_user(store, name, password, "admin", must_change_password=one_time)
     except PermissionDenied:
         return None  # another process created the first user meanwhile
+    if one_time:
+        _expire_one_time_password(store, created.id)
     return password if one_time else None
+
+
+ONE_TIME_PASSWORD_HOURS = 24  # a printed password left in a terminal or a log stops working
+
+
+def _expire_one_time_password(store: Store, user_id: int) -> None:
+    """Give a one-time password its expiry (it ends anyway once the user sets their own)."""
+    from datetime import datetime, timedelta, timezone
+
+    expires = datetime.now(timezone.utc) + timedelta(hours=ONE_TIME_PASSWORD_HOURS)
+    expires = expires.isoformat(timespec="milliseconds")  # utc_now()'s format: compares as text
+    with store.transaction() as db:
+        db.execute("UPDATE users SET password_expires_at = ? WHERE id = ?", [expires, user_id])
+
+
+def one_time_password_expired(row: dict) -> bool:
+    """A users row whose one-time password (still not replaced) is past its expiry: it
+    no longer logs in; `python -m core users reset-password NAME` sets a new one."""
+    return bool(row.get("must_change_password") and row.get("password_expires_at")
+                and row["password_expires_at"] < utc_now())
+

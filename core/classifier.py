@@ -98,6 +98,7 @@ class Classifier:
         self.fusion = fusion or Fusion()
         self.metadata = metadata or {}
         self.path = path
+        self.verified = False  # set by load(): the files matched the bundle's manifest
         self._lock = threading.RLock()
 
     @property
@@ -108,6 +109,10 @@ class Classifier:
     def load(cls, model_dir: str | Path) -> "Classifier":
         model_dir = Path(model_dir)
         bundle.require_bundle(model_dir)
+        try:  # before any file is read: a half-written or changed bundle is refused
+            verified = bundle.verify_bundle(model_dir)
+        except bundle.BundleError as exc:
+            raise InputError(str(exc)) from None
         from core.image_model import ImageModel
         from core.text_model import TextModel
 
@@ -119,7 +124,9 @@ class Classifier:
         if (model_dir / bundle.IMAGE_MODEL).exists():
             image = ImageModel.load(model_dir / bundle.IMAGE_MODEL, backbone=metadata["backbone"])
         fusion = Fusion.load(model_dir / bundle.FUSION) if (model_dir / bundle.FUSION).exists() else Fusion()
-        return cls(labels, text, image, fusion, metadata, model_dir)
+        loaded = cls(labels, text, image, fusion, metadata, model_dir)
+        loaded.verified = verified  # False: saved before manifests, its files could not be checked
+        return loaded
 
     def save(self, model_dir: str | Path) -> Path:
         with bundle.atomic_directory(model_dir) as tmp:

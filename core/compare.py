@@ -16,7 +16,7 @@ import pandas as pd
 from core.auth import User, require_current
 from core.errors import InputError
 from core.metrics import classification_metrics
-from core.registry import activate, get_model, live_model
+from core.registry import activate, get_model
 from core.store import Store
 from core.training_data import as_catalogue, labelled_products
 
@@ -86,16 +86,19 @@ def compare(store: Store, live_classifier, candidate_classifier, *, tolerance: f
 def promote(store: Store, user: User, version: str, *, comparison: Comparison | None = None,
             confirm_worse: bool = False) -> None:
     """Make `version` live. A candidate flagged worse than the live model needs
-    `confirm_worse` (the flag is judged on `comparison` when given)."""
+    `confirm_worse` (the flag is judged on `comparison` when given). A comparison is only
+    evidence against the model it was made with: if another version went live since (an
+    admin in another session), the switch is refused inside its own transaction."""
     user = require_current(store, user, "models")
     if get_model(store, version) is None:
         raise InputError(f"no model version '{version}'")
-    live = live_model(store)
     if comparison is not None and comparison.candidate_version == version and comparison.worse and not confirm_worse:
         raise InputError(f"{version} is worse than the live model {comparison.live_version} by "
                          f"{-comparison.delta_macro_f1:.3f} macro-F1 (tolerance {comparison.tolerance:.3f}); "
                          "confirm to promote it anyway")
-    activate(store, user, version)
-    store.audit(user.username, "model.promote", {"version": version, "previous": live["version"] if live else None,
-                                                 "delta_macro_f1": comparison.delta_macro_f1 if comparison else None,
-                                                 "confirmed_worse": bool(comparison and comparison.worse)})
+    detail = {"delta_macro_f1": comparison.delta_macro_f1 if comparison else None,
+              "confirmed_worse": bool(comparison and comparison.worse)}
+    if comparison is None:
+        activate(store, user, version, promotion=detail)
+    else:
+        activate(store, user, version, expected_live=comparison.live_version, promotion=detail)

@@ -27,7 +27,7 @@ from typing import Callable
 
 from core.auth import User, require_current
 from core.errors import InputError, one_line
-from core.settings import REPO_ROOT, get_settings
+from core.settings import REPO_ROOT, get_settings, strip_credentials
 from core.store import Store, from_json, to_json, utc_now
 
 ACTIVE = ("queued", "running")
@@ -50,7 +50,32 @@ class JobContext:
                        [round(max(0.0, min(1.0, float(fraction))), 4), stage, message, utc_now(), self.job_id])
 
 
-def _alive(pid: int | None) -> bool:
+def process_start(pid: int | None) -> str | None:
+    """When process `pid` started, as an opaque stamp (Linux: field 22 of /proc/<pid>/stat,
+    clock ticks since boot; else psutil's create_time when installed); None if unknown.
+    A pid is reused once its process ends: only pid + start time name one process."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            # the command name (field 2) may hold spaces and parentheses: split after its last ")"
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()  # fields[0] is field 3, so field 22 is fields[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}"
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess / AccessDenied: unknown
+        return None
+
+
+def _alive(pid: int | None, started: str | None = None) -> bool:
+    """Is the worker process still running? With its recorded start time, a process
+    that merely got the same pid since (after a restart) is not it."""
     if not pid:
         return False
     try:
@@ -58,7 +83,11 @@ def _alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if started is not None:
+        now = process_start(pid)
+        if now is not None and now != started:
+            return False  # the pid was reused by another process
     return True
 
 
@@ -76,7 +105,7 @@ def _reap(db, kind: str | None = None) -> None:
     ended = {job_id for job_id, proc in list(_processes.items()) if proc.poll() is not None}
     for job_id in ended:
         _processes.pop(job_id, None)
-    sql = "SELECT id, pid, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
+    sql = "SELECT id, pid, pid_started, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
     for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall():
         if row["id"] in ended or row["id"] in _processes:
             gone = row["id"] in ended  # a worker process that ended without saying so (killed)
@@ -86,7 +115,7 @@ def _reap(db, kind: str | None = None) -> None:
             # no more (e.g. restarted in the same pid namespace)
             gone = row["id"] not in _threads
         else:
-            gone = not _alive(row["pid"]) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
+            gone = not _alive(row["pid"], row["pid_started"]) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
         if gone:
             db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
                        ["the worker stopped before finishing (server restart or crash)", utc_now(), row["id"]])
@@ -110,8 +139,9 @@ def _execute(store: Store, job_id: int, work: Callable, params: dict, *, reraise
     try:
         result = work(context, params)
     except BaseException as exc:  # noqa: BLE001 - whatever happens, the job says so
-        error = one_line(exc) or type(exc).__name__
-        detail = traceback.format_exc(limit=8)
+        # what is stored is shown to users: no credentials from an environment URI in it
+        error = strip_credentials(one_line(exc)) or type(exc).__name__
+        detail = strip_credentials(traceback.format_exc(limit=8))
         with store.transaction() as db:
             db.execute("UPDATE jobs SET state = 'failed', error = ?, result = ?, finished_at = ? WHERE id = ?",
                        [error, to_json({"traceback": detail}), utc_now(), job_id])
@@ -153,7 +183,8 @@ def start_job(store: Store, user: User, kind: str, params: dict,
                           "is still running; wait for it to finish")
         job_id = db["jobs"].insert({
             "kind": kind, "state": "running", "stage": "starting", "progress": 0.0, "params": to_json(params),
-            "user": user.username, "pid": os.getpid(), "created_at": utc_now(), "started_at": utc_now(),
+            "user": user.username, "pid": os.getpid(), "pid_started": process_start(os.getpid()),
+            "created_at": utc_now(), "started_at": utc_now(),
             "heartbeat_at": utc_now()}).last_pk
         store.audit(user.username, f"job.start.{kind}", {"job": job_id, **params}, db=db)
         # the worker is registered before the row is committed, so no other session's
@@ -166,7 +197,8 @@ def start_job(store: Store, user: User, kind: str, params: dict,
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
             _processes[job_id] = proc
-            db.execute("UPDATE jobs SET pid = ? WHERE id = ?", [proc.pid, job_id])
+            db.execute("UPDATE jobs SET pid = ?, pid_started = ? WHERE id = ?",
+                       [proc.pid, process_start(proc.pid), job_id])
             return job_id
         work = work or _resolve(WORKERS[kind])
         worker = (threading.Thread(target=lambda: _execute(store, job_id, work, params, reraise=False),

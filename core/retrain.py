@@ -1,7 +1,7 @@
 """Train a new model version from the database (catalogue + reviewers' decisions) as a
 background job, save it as a bundle, register it, and score it on the frozen
 evaluation slice. The live model changes only when an admin activates the new version
-(or when there is no live model at all yet).
+(or when no version has ever been live).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from core import tracking
 from core.auth import User
 from core.errors import InputError
 from core.jobs import JobContext, start_job
-from core.registry import live_model, register_model
-from core.settings import get_settings
+from core.registry import register_model
+from core.settings import get_settings, strip_credentials
 from core.store import Store
 from core.train import TrainConfig
 from core.training_data import as_catalogue, labelled_products
@@ -71,8 +71,10 @@ def train_work(context: JobContext, params: dict) -> dict:
         "last_review_id": last_review_id, "products": int(frame["id"].max())}
     version = classifier.metadata["version"]
     path = classifier.save(params.get("out") or get_settings().models_dir / version)
-    register_model(store, path, created_by=params["user"], activate=live_model(store) is None)
-    mlflow_note = tracking.log_to_mlflow(version, params["config"], classifier.metadata["metrics"], path)
+    # live only if no version ever was: after that, only an admin changes the live model
+    register_model(store, path, created_by=params["user"], activate_if_first=True)
+    mlflow_note = strip_credentials(tracking.log_to_mlflow(version, params["config"], classifier.metadata["metrics"],
+                                                           path))
     return {"version": version, "path": str(path), "metrics": classifier.metadata["metrics"],
             "trained_from": trained_from, "tensorboard": str(tracking.runs_dir() / run), "mlflow": mlflow_note}
 

@@ -18,7 +18,7 @@ from core.auth import User, require_current
 from core.catalog import join_text
 from core.classifier import Classifier, Prediction
 from core.errors import InputError
-from core.store import Store, content_key, to_json, utc_now
+from core.store import Store, content_key, text_key, to_json, utc_now
 from core.uploads import StoredImage, record_image, store_image
 
 MAX_TEXT_CHARS = 20_000
@@ -72,7 +72,7 @@ def insert_product(db: sqlite_utils.Database, text: str, image_hash: str | None,
     return db["products"].insert({
         "text": text, "image_hash": image_hash, "source": source, "source_ref": source_ref, "true_label": true_label,
         "split": split, "created_at": utc_now(), "created_by": user, "content_key": content_key(text, image_hash),
-        "external_id": external_id}).last_pk
+        "text_key": text_key(text), "external_id": external_id}).last_pk
 
 
 def find_product(db: sqlite_utils.Database, text: str, image_hash: str | None,
@@ -96,7 +96,12 @@ def find_or_insert_product(db: sqlite_utils.Database, text: str, image_hash: str
     found = find_product(db, text, image_hash)
     if found is not None:
         return found, False
-    return insert_product(db, text, image_hash, source, user, source_ref=source_ref, true_label=true_label), True
+    # the text of an evaluation-slice product stays held out, whatever photo comes with it:
+    # otherwise a reviewed re-entry would be trained on and the slice would measure nothing
+    held_out = text and db.execute("SELECT 1 FROM products WHERE text_key = ? AND split = 'eval' LIMIT 1",
+                                   [text_key(text)]).fetchone()
+    return insert_product(db, text, image_hash, source, user, source_ref=source_ref, true_label=true_label,
+                          split="eval" if held_out else None), True
 
 
 def score_product(store: Store, classifier: Classifier, user: User, *, text: str | None = None,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
-from core.settings import get_settings
+from core.settings import get_settings, private_dir, private_file
 
 DB_NAME = "studio.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -204,9 +204,29 @@ def _v6_login_attempts(db: sqlite_utils.Database) -> None:
         foreign_keys=[("user_id", "users", "id")])
 
 
+def text_key(text: str | None) -> str:
+    """A product's text alone, normalised as in `content_key`: the same description with
+    another photo (or none) has the same key, so it can keep its evaluation-slice split."""
+    return hashlib.sha256(" ".join(str(text or "").casefold().split()).encode()).hexdigest()
+
+
+def _v7_registry_and_jobs(db: sqlite_utils.Database) -> None:
+    """Model versions whose bundle is gone are marked missing (never deleted); a job's
+    worker is known by pid *and* process start time (a reused pid is not the worker);
+    products carry the key of their text alone (for the evaluation slice's membership);
+    the one-time admin password has an expiry."""
+    db["models"].add_column("missing_at", str)
+    db["jobs"].add_column("pid_started", str)
+    db["users"].add_column("password_expires_at", str)
+    db["products"].add_column("text_key", str)
+    for row in db.execute("SELECT id, text FROM products").fetchall():
+        db.execute("UPDATE products SET text_key = ? WHERE id = ?", [text_key(row[1]), row[0]])
+    db["products"].create_index(["text_key", "split"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
                                                               _v4_trustworthy_labels, _v5_suspect_opinions,
-                                                              _v6_login_attempts]
+                                                              _v6_login_attempts, _v7_registry_and_jobs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -238,7 +258,10 @@ class Store:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else get_settings().data_dir / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the database holds password hashes and session ids: owner only (an existing
+        # folder given explicitly, e.g. /tmp, is not changed)
+        private_dir(self.path.parent, tighten=path is None)
+        private_file(self.path)
         self.migrate()
 
     def _connect(self) -> sqlite_utils.Database:

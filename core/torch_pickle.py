@@ -8,12 +8,16 @@ Why: pretrained weights often ship only as `.pth` pickles, and we do not want to
 
 Tensors inside the state dict point at storages by persistent id; their bytes come
 only later in the file, so tensors are rebuilt after all storages are read.
-Only a whitelist of globals is resolved, so a hostile pickle cannot run code.
+Every pickle in the file (header, state dict, storage keys) goes through one
+restricted unpickler: only the handful of torch / collections globals a state dict
+needs resolve, anything else raises, so a hostile pickle cannot run code. A caller that
+knows which file it expects passes its SHA-256, checked before anything is unpickled.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import pickle
 import struct
@@ -72,21 +76,26 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, *_ignored):
     return data
 
 
+# The only globals a legacy state dict refers to; everything else is refused.
+ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): lambda: _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): lambda: _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): lambda: _rebuild_parameter,
+    **{("torch", name): (lambda name=name: _StorageType(name)) for name in STORAGE_DTYPES},
+}
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, storages: dict[str, _Storage]):
         super().__init__(file)
         self.storages = storages
 
     def find_class(self, module: str, name: str):
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch._utils" and name in ("_rebuild_tensor", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
-        if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(name)
-        raise pickle.UnpicklingError(f"unsupported global {module}.{name}")
+        allowed = ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"unsupported global {module}.{name}")
+        return allowed()
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
@@ -118,30 +127,37 @@ def _materialize(t: _PendingTensor, data: dict[str, np.ndarray]) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(base, shape=t.size, strides=strides).copy()
 
 
-def read_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+def read_legacy_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, np.ndarray]:
     """Return {name: numpy array} from a legacy PyTorch `.pth` file, without torch.
 
-    Raises InputError when the file is not a legacy torch pickle (including the
-    zip format written by torch >= 1.6, which this reader does not handle).
+    Raises InputError when the file's SHA-256 is not `sha256` (when given), or when it
+    is not a legacy torch pickle (including the zip format written by torch >= 1.6,
+    which this reader does not handle).
     """
     path = Path(path)
     raw = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256.lower():
+        raise InputError(f"{path}: not the expected weights file (SHA-256 {hashlib.sha256(raw).hexdigest()[:16]}…, "
+                         f"expected {sha256[:16]}…); reinstall the package that ships it")
     if raw[:4] == b"PK\x03\x04":
         raise InputError(f"{path}: zip-format torch checkpoint; only the legacy pickle format is supported")
     f = io.BytesIO(raw)
     storages: dict[str, _Storage] = {}
     try:
-        magic = pickle.load(f)
+        def load():  # every pickle of the file, not only the state dict, is restricted
+            return _Unpickler(f, storages).load()
+
+        magic = load()
         if magic != MAGIC_NUMBER:
             raise InputError(f"{path}: not a legacy torch pickle (bad magic number)")
-        protocol = pickle.load(f)
+        protocol = load()
         if protocol != PROTOCOL_VERSION:
             raise InputError(f"{path}: unsupported torch protocol version {protocol!r}")
-        sys_info = pickle.load(f)
+        sys_info = load()
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise InputError(f"{path}: big-endian torch files are not supported")
-        state = _Unpickler(f, storages).load()
-        keys = pickle.load(f)
+        state = load()
+        keys = load()
     except InputError:
         raise
     except Exception as exc:  # any unpickling failure means "not what we expect"

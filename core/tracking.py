@@ -16,7 +16,7 @@ from typing import Callable
 import core.tf_setup  # noqa: F401, I001  (quiet TensorFlow, KERAS_HOME) before keras
 import keras
 
-from core.settings import get_settings
+from core.settings import get_settings, strip_credentials
 
 
 def runs_dir() -> Path:
@@ -83,5 +83,7 @@ def log_to_mlflow(run_name: str, params: dict, metrics: dict, bundle: Path) -> s
                         mlflow.log_metric(f"{part}_{name}", float(values[name]))
             mlflow.log_artifacts(str(bundle), artifact_path="bundle")
     except Exception as exc:  # noqa: BLE001 - the model is trained and saved; tracking is a side note
-        return f"not logged to MLflow at {uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-    return f"logged to MLflow at {uri}"
+        # the note lands in the job row: never with the URI's user:password (nor an error quoting it)
+        return strip_credentials(f"not logged to MLflow at {uri}: {type(exc).__name__}: "
+                                 f"{strip_credentials(' '.join(str(exc).split()))[:300]}")
+    return strip_credentials(f"logged to MLflow at {uri}")

@@ -62,12 +62,17 @@ st.subheader("Versions")
 versions = list_models(store())
 if versions:
     table = pd.DataFrame([{
-        "version": m["version"], "live": m["active"], "name": m["name"], "created": (m["created_at"] or "")[:19],
+        "version": m["version"], "live": m["active"], "missing": m["missing"], "name": m["name"],
+        "created": (m["created_at"] or "")[:19],
         "by": m["created_by"],
         "macro-F1": fused_metrics(m).get("macro_f1"),
         "eval slice macro-F1": fused_metrics(m, "eval_slice").get("macro_f1"),
     } for m in versions])
     st.dataframe(table, hide_index=True, width="stretch")
+    if any(m["missing"] for m in versions):
+        st.warning("Versions marked **missing** have no bundle where they were recorded (deleted, or replaced "
+                   "by another version). They stay listed; put the folder back, or make another version live.",
+                   icon=":material/folder_off:")
 
 others = [m for m in versions if live is None or m["version"] != live["version"]]
 if others:

@@ -466,6 +466,9 @@ def second_bundle(app_home) -> str:
     meta = json.loads(meta_path.read_text())
     meta["version"] = "v-copy-2"
     meta_path.write_text(json.dumps(meta))
+    from core.bundle import write_manifest
+
+    write_manifest(target)  # saved as this version (a changed file would be refused as tampered)
     return meta["version"]
 
 

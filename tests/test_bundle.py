@@ -86,6 +86,46 @@ def test_is_bundle_needs_metadata_and_labels(tmp_path):
     assert is_bundle(tmp_path)
 
 
+# --------------------------------------------------------------------------- manifest
+
+
+def test_atomic_save_writes_a_manifest_of_every_file_last(tmp_path):
+    target = tmp_path / "m"
+    with atomic_directory(target) as tmp:
+        (tmp / bundle.METADATA).write_text('{"version": "v"}')
+        (tmp / bundle.LABELS).write_text('["a"]')
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "w.bin").write_bytes(b"\x00" * 10)
+        assert not (tmp / bundle.MANIFEST).exists()  # written after the body, not before
+    manifest = json.loads((target / bundle.MANIFEST).read_text())
+    assert sorted(manifest["files"]) == [bundle.LABELS, bundle.METADATA, "sub/w.bin"]
+    assert manifest["files"]["sub/w.bin"] == "01d448afd928065458cf670b60f5a594d735af0172c8d67f22a81680132681ca"
+    assert bundle.verify_bundle(target) is True
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda d: (d / bundle.LABELS).write_text('["a", "evil"]'), "labels.json changed since it was saved"),
+    (lambda d: (d / "sub" / "w.bin").unlink(), "sub/w.bin is missing"),
+    (lambda d: (d / "text_model.keras").write_bytes(b"planted"), "text_model.keras is not part of the saved bundle"),
+    (lambda d: (d / bundle.MANIFEST).write_text("{half"), "unreadable manifest.json"),
+], ids=["changed", "half-written", "added", "manifest"])
+def test_verify_refuses_a_damaged_or_tampered_bundle(tmp_path, damage, says):
+    target = tmp_path / "m"
+    with atomic_directory(target) as tmp:
+        (tmp / bundle.METADATA).write_text('{"version": "v"}')
+        (tmp / bundle.LABELS).write_text('["a"]')
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "w.bin").write_bytes(b"w")
+    damage(target)
+    with pytest.raises(bundle.BundleError, match=re.escape(says)):
+        bundle.verify_bundle(target)
+
+
+def test_a_bundle_without_a_manifest_is_unverified_not_refused(tmp_path):
+    make_old_bundle(tmp_path / "m")
+    assert bundle.verify_bundle(tmp_path / "m") is False
+
+
 # --------------------------------------------------------------------------- trained bundle
 
 
@@ -142,7 +182,8 @@ def test_bundle_files_and_metadata(trained, loaded, cat):
 
     path, classifier = trained["path"], trained["classifier"]
     assert sorted(p.name for p in path.iterdir()) == sorted(
-        [bundle.METADATA, bundle.LABELS, bundle.TEXT_MODEL, bundle.IMAGE_MODEL, bundle.FUSION])
+        [bundle.METADATA, bundle.LABELS, bundle.TEXT_MODEL, bundle.IMAGE_MODEL, bundle.FUSION, bundle.MANIFEST])
+    assert loaded.verified is True
     assert leftovers(path.parent, path.name) == []
     assert json.loads((path / bundle.LABELS).read_text()) == cat.classes == loaded.labels
 
@@ -334,3 +375,34 @@ def test_data_fingerprint_tracks_texts_labels_and_image_content(tmp_path):
     assert base != data_fingerprint(["t1", "t2"], ["x", "y"], [b, None])
     Image.new("RGB", (4, 4), (0, 0, 255)).save(a)  # same path, new pixels
     assert base != data_fingerprint(["t1", "t2"], ["x", "y"], [a, None])
+
+
+def copy_of(trained, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(trained["path"], tmp_path / "copy"))
+
+
+def test_load_refuses_a_tampered_or_half_copied_bundle(trained, tmp_path):
+    """Before the manifest, a changed fusion.json or a bundle copied without its text
+    model loaded silently and predicted with whatever was there."""
+    from core.classifier import Classifier
+
+    path = copy_of(trained, tmp_path)
+    saved = (path / bundle.FUSION).read_bytes()
+    (path / bundle.FUSION).write_bytes(saved.replace(b"0", b"1", 1))
+    with pytest.raises(InputError, match="tampered.*fusion.json changed since it was saved"):
+        Classifier.load(path)
+    (path / bundle.FUSION).write_bytes(saved)
+    (path / bundle.TEXT_MODEL).unlink()
+    with pytest.raises(InputError, match="half-written.*text_model.keras is missing"):
+        Classifier.load(path)
+
+
+def test_an_old_bundle_without_a_manifest_still_loads_unverified(trained, tmp_path):
+    from core.classifier import Classifier
+
+    path = copy_of(trained, tmp_path)
+    (path / bundle.MANIFEST).unlink()
+    old = Classifier.load(path)
+    assert old.verified is False and old.version == trained["classifier"].version
