@@ -2,8 +2,10 @@
 the CLI maps them, scored in chunks with progress, and recorded in one transaction so a
 failure leaves no partial batch. Every scored product enters the review queue.
 
-Uploads are staged under <home>/data/uploads/<id>/; zip members are checked before
-anything is extracted (no absolute paths, no `..`, bounded size and count). Which folder
+Uploads are staged under <home>/data/uploads/<id>/ and removed once scored or imported
+(`discard_upload`; abandoned ones after a day, `remove_stale_uploads`); zip members are
+checked before anything is extracted (no absolute paths, no `..`, bounded size, count and
+expansion ratio). Which folder
 of the zip holds the photos is decided from the *image column's* values only, matched as
 strings against the zip's own member list: no cell of the CSV is ever used as a path on
 disk (a long description would raise "File name too long"), and the work is bounded.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from core.catalog import Catalogue, load_catalogue, read_csv
 from core.classifier import Classifier
 from core.columns import ColumnGuess, guess_columns
 from core.errors import InputError, one_line
+from core.files import safe_csv_bytes
 from core.scoring import find_or_insert_product, margin, prediction_row
 from core.settings import get_settings
 from core.store import Store
@@ -37,6 +41,9 @@ from core.uploads import record_image, store_image_file
 
 MAX_ZIP_BYTES = 2 * 1024**3      # uncompressed total
 MAX_ZIP_MEMBERS = 50_000
+MAX_ZIP_RATIO = 100              # uncompressed / compressed, per member and overall (zip bombs)
+ZIP_RATIO_FLOOR = 1024**2        # members (and zips) smaller than this unpacked are not held to the ratio
+STALE_UPLOAD_S = 24 * 3600       # staged uploads older than this are removed
 MAX_ROWS = 20_000
 CHUNK = 64
 MAX_NAME_BYTES = 255             # one path component (Linux NAME_MAX)
@@ -102,8 +109,17 @@ def _safe_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     members = [m for m in archive.infolist() if not m.is_dir()]
     if len(members) > MAX_ZIP_MEMBERS:
         raise InputError(f"the zip has {len(members):,} files; at most {MAX_ZIP_MEMBERS:,}")
-    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+    total = sum(m.file_size for m in members)
+    if total > MAX_ZIP_BYTES:
         raise InputError(f"the zip unpacks to more than {MAX_ZIP_BYTES // 1024**3} GB")
+    for m in members:  # photos hardly compress: a member that expands 100-fold is a bomb, not a photo
+        if m.file_size > ZIP_RATIO_FLOOR and m.file_size > MAX_ZIP_RATIO * max(1, m.compress_size):
+            raise InputError(f"the zip member {m.filename!r} expands more than {MAX_ZIP_RATIO}-fold "
+                             f"({m.compress_size:,} → {m.file_size:,} bytes); refused as a zip bomb")
+    packed = sum(m.compress_size for m in members)
+    if total > ZIP_RATIO_FLOOR and total > MAX_ZIP_RATIO * max(1, packed):
+        raise InputError(f"the zip expands more than {MAX_ZIP_RATIO}-fold ({packed:,} → {total:,} bytes); "
+                         "refused as a zip bomb")
     for m in members:
         name = PurePosixPath(m.filename.replace("\\", "/"))
         if name.is_absolute() or ".." in name.parts or ":" in m.filename:
@@ -135,24 +151,29 @@ def _as_relative_name(value: object) -> str | None:
 def _best_image_prefix(files: Iterable[str], values: Iterable[object]) -> str:
     """The folder (relative, "" = the zip's top) under which the most image names of the
     CSV exist in the zip. Pure string matching on the member list: no file system call,
-    no OSError, time bounded by the sample size and the folder depth."""
-    files = frozenset(files)
-    names = []
+    no OSError. One pass over the members (each split at most MAX_IMAGE_DIR_DEPTH times),
+    so the time grows with the zip, never with members × folders × names."""
+    names: set[str] = set()
     for value in values:
         name = _as_relative_name(value)
         if name is not None:
-            names.append(name)
+            names.add(name)
         if len(names) >= IMAGE_DIR_SAMPLE:
             break
-    if not names or not files:
+    if not names:
         return ""
-    prefixes = {""}
+    hits: dict[str, int] = {"": 0}
     for member in files:
-        parts = PurePosixPath(member).parts[:-1]
-        for depth in range(1, min(len(parts), MAX_IMAGE_DIR_DEPTH) + 1):
-            prefixes.add("/".join(parts[:depth]))
-    hits = {p: sum(f"{p}/{n}" in files if p else n in files for n in names) for p in prefixes}
-    return max(sorted(prefixes, key=lambda p: (p.count("/"), p)), key=lambda p: hits[p])
+        if member in names:
+            hits[""] += 1
+        parts = member.split("/")
+        for depth in range(1, min(len(parts) - 1, MAX_IMAGE_DIR_DEPTH) + 1):
+            prefix = "/".join(parts[:depth])
+            hits.setdefault(prefix, 0)
+            if "/".join(parts[depth:]) in names:
+                hits[prefix] += 1
+    # most hits; on a tie the shallowest, then the first by name
+    return max(sorted(hits, key=lambda p: (p.count("/"), p)), key=lambda p: hits[p])
 
 
 def stage_upload(csv_bytes: bytes, csv_name: str = "batch.csv", zip_bytes: bytes | None = None,
@@ -160,13 +181,48 @@ def stage_upload(csv_bytes: bytes, csv_name: str = "batch.csv", zip_bytes: bytes
     """Keep an uploaded CSV (and unpack its zip of photos) for mapping and scoring."""
     if not csv_bytes or not csv_bytes.strip():
         raise InputError(f"{csv_name}: file is empty (no rows)")
-    folder = get_settings().data_dir / "uploads" / uuid.uuid4().hex[:12]
+    remove_stale_uploads()  # each new upload sweeps the ones abandoned long ago
+    folder = uploads_dir() / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     try:
         return _stage(folder, csv_bytes, csv_name, zip_bytes, encoding)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # a refused upload leaves nothing behind
         raise
+
+
+def uploads_dir() -> Path:
+    """Where uploads are staged (and only there: `discard_upload` removes nothing else)."""
+    return get_settings().data_dir / "uploads"
+
+
+def discard_upload(upload: StagedUpload | None) -> None:
+    """Remove a staged upload once it is scored or imported (its photos are stored by then).
+    A CSV in a folder on the server (`open_folder_csv`) is the admin's and is never touched."""
+    if upload is None or not upload.confined:
+        return
+    root = uploads_dir().resolve()
+    folder = upload.folder.resolve()
+    if folder.parent == root:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_uploads(max_age_s: float = STALE_UPLOAD_S) -> int:
+    """Remove staged uploads not touched for `max_age_s` (abandoned pages, crashes): the disk
+    stays bounded without anyone cleaning up. Returns how many were removed."""
+    root = uploads_dir()
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for folder in root.iterdir():
+        try:
+            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _stage(folder: Path, csv_bytes: bytes, csv_name: str, zip_bytes: bytes | None, encoding: str) -> StagedUpload:
@@ -310,6 +366,7 @@ def result_frame(catalogue: Catalogue, predictions: dict, product_ids: dict[int,
 
 
 def to_csv_bytes(frame: pd.DataFrame) -> bytes:
-    """The download: the result table as UTF-8 CSV, no index column."""
-    return frame.to_csv(index=False).encode("utf-8")
+    """The download: the result table as UTF-8 CSV, no index column, cells a spreadsheet
+    would run as a formula defused (a product name "=HYPERLINK(…)" comes back as text)."""
+    return safe_csv_bytes(frame)
 

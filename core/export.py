@@ -17,7 +17,7 @@ import pandas as pd
 from core.auth import User, require_current
 from core.browse import nullable_ints
 from core.errors import InputError
-from core.files import atomic_write_bytes
+from core.files import atomic_write_bytes, safe_csv_bytes
 from core.settings import get_settings
 from core.store import SUGGEST, Store
 
@@ -27,8 +27,6 @@ DATASET_COLUMNS = ["product_id", "external_id", "text", "image_path", "label", "
 LOG_COLUMNS = ["review_id", "product_id", "external_id", "decision", "old_label", "new_label", "reviewer",
                "created_at", "note", "model_version", "prediction_id", "bulk_id", "replaces", "revoked_at",
                "revoked_by"]
-# Characters that make a spreadsheet read a cell as a formula (or a DDE call).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 # Every product with a label (catalogue, reviewer, or — lacking both — a viewer's latest
 # suggestion) or decided out of scope.
@@ -84,21 +82,11 @@ def decision_log(store: Store, user: User) -> pd.DataFrame:
     return nullable_ints(pd.DataFrame(rows, columns=LOG_COLUMNS))
 
 
-def _defuse(value: object) -> object:
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
 def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     """`frame` as the bytes of a .csv (UTF-8, formula cells defused) or .parquet file."""
     fmt = fmt.lower() if fmt.startswith(".") else f".{fmt.lower()}"
     if fmt == ".csv":
-        safe = frame.copy()
-        for column in safe.columns:
-            if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
-                safe[column] = safe[column].map(_defuse)
-        return safe.to_csv(index=False).encode("utf-8")
+        return safe_csv_bytes(frame)
     if fmt == ".parquet":
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False, engine="pyarrow")

@@ -1,11 +1,18 @@
 """Writing a file so that a crash or a full disk never leaves half of it behind: write
-next to the target, then rename (atomic on one filesystem)."""
+next to the target, then rename (atomic on one filesystem). And the one rule for CSV
+cells a spreadsheet would run as a formula (OWASP "CSV injection"), shared by every CSV
+the app hands out (the export, the batch results)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+import pandas as pd
+
+# Characters that make a spreadsheet read a cell as a formula (or a DDE call).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def atomic_write_bytes(target: Path, data: bytes, *, prefix: str = ".part-") -> Path:
@@ -19,3 +26,20 @@ def atomic_write_bytes(target: Path, data: bytes, *, prefix: str = ".part-") -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def defuse_formula(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, prefixed with a quote so it
+    is shown as text; anything else unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def safe_csv_bytes(frame: pd.DataFrame) -> bytes:
+    """`frame` as UTF-8 CSV without the index, every text cell defused (numbers stay numbers)."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_object_dtype(safe[column]) or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(defuse_formula)
+    return safe.to_csv(index=False).encode("utf-8")

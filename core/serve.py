@@ -1,6 +1,6 @@
 """`python -m core serve`: everything a first run needs, then the Streamlit app.
 
-1. the database (migrated) and a first admin: from STUDIO_ADMIN_USER/PASSWORD, or a
+1. the disk tidied (`tidy_disk`), the database (migrated) and a first admin: from STUDIO_ADMIN_USER/PASSWORD, or a
    one-time password printed here;
 2. a live model: the demo catalogue (`../shared/data/flipkart`, or STUDIO_DEMO_DATA) is
    imported once and the demo bundle trained from the database, so its frozen evaluation
@@ -18,6 +18,16 @@ from core.settings import REPO_ROOT
 SYSTEM = "system"
 
 
+def tidy_disk() -> None:
+    """At start-up: staged uploads abandoned for a day are removed and the URL download
+    cache is trimmed to its size limit, so the disk stays bounded across restarts."""
+    from core.batch import remove_stale_uploads
+    from core.catalog import trim_download_cache
+
+    remove_stale_uploads()
+    trim_download_cache()
+
+
 def prepare(*, demo: bool = True, log=print) -> str | None:
     """Steps 1 and 2; returns the one-time admin password when one was created."""
     from core.auth import User, ensure_first_admin
@@ -27,6 +37,7 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
     from core.store import Store
 
     store = Store()
+    tidy_disk()
     one_time = ensure_first_admin(store)
     sync_models(store)
     data = demo_data_dir()

@@ -1,4 +1,4 @@
-"""Uploaded product photos, stored once by content hash.
+"""Uploaded product photos, re-encoded and stored once by content hash.
 
 The same photo uploaded twice (or in two batches) is one file and one `images` row;
 products point at it by hash. Files are written before the database rows that name
@@ -51,17 +51,39 @@ def image_path(hash_: str) -> Path | None:
     return matches[0] if matches else None
 
 
+#: what a stored photo is re-encoded as: JPEG stays a (high-quality) JPEG, the rest a lossless PNG
+STORE_FORMAT = {"JPEG": "JPEG", "MPO": "JPEG", "WEBP": "JPEG"}
+JPEG_QUALITY = 95
+
+
+def clean_image_bytes(image: Image.Image, source_format: str) -> tuple[bytes, str]:
+    """`image` (decoded, EXIF orientation applied) encoded afresh, and its format: nothing of
+    the uploaded file survives but its pixels — no bytes appended after the image (a zip,
+    a script), no EXIF (GPS position), no extra frames. The same pixels always give the same
+    bytes, so the same photo uploaded twice still has one hash."""
+    fmt = STORE_FORMAT.get(source_format.upper(), "PNG")
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    else:
+        image.save(buffer, "PNG")
+    return buffer.getvalue(), fmt
+
+
 def store_image(data: bytes, *, what: str = "image") -> StoredImage:
-    """Check `data` is a usable photo (InputError otherwise, nothing written) and keep
-    the original bytes under its content hash."""
+    """Check `data` is a usable photo (InputError otherwise, nothing written) and keep it,
+    re-encoded (`clean_image_bytes`), under the hash of what is stored: the `images` row,
+    the file name and a product's `content_key` all name the same bytes."""
     image = open_image(data, what=what)
-    fmt = (Image.open(io.BytesIO(data)).format or "PNG").upper()
-    digest = content_hash(data)
-    target = images_dir() / digest[:2] / f"{digest}{SAVE_AS.get(fmt, '.img')}"
+    with Image.open(io.BytesIO(data)) as original:
+        source_format = (original.format or "PNG").upper()
+    clean, fmt = clean_image_bytes(image, source_format)
+    digest = content_hash(clean)
+    target = images_dir() / digest[:2] / f"{digest}{SAVE_AS[fmt]}"
     existing = image_path(digest)
     if existing is None:
-        existing = atomic_write_bytes(target, data, prefix=".upload-")
-    return StoredImage(digest, existing, fmt, image.width, image.height, len(data), image)
+        existing = atomic_write_bytes(target, clean, prefix=".upload-")
+    return StoredImage(digest, existing, fmt, image.width, image.height, len(clean), image)
 
 
 def store_image_file(path: str | Path, *, what: str = "") -> StoredImage:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.batch import load_staged, score_batch, stage_upload, to_csv_bytes
+from core.batch import discard_upload, load_staged, score_batch, stage_upload, to_csv_bytes
 from pages._shared import friendly_errors, live_classifier, require_page, store
 
 ENCODINGS = ["utf-8", "latin-1", "cp1252", "utf-16"]
@@ -26,12 +26,13 @@ zip_file = zip_col.file_uploader("Photos (zip, optional)", type=["zip"], key="ba
 encoding = csv_col.selectbox("CSV encoding", ENCODINGS, key="batch_encoding")
 
 if csv_file is None:
-    st.session_state.pop("batch_staged", None)
+    discard_upload((st.session_state.pop("batch_staged", None) or (None, None))[1])
     st.stop()
 
 upload_id = (csv_file.file_id, zip_file.file_id if zip_file else None, encoding)
 staged = st.session_state.get("batch_staged")
 if staged is None or staged[0] != upload_id:
+    discard_upload(staged[1] if staged else None)  # another file: the last one's copy goes
     staged = None
     with st.spinner("Reading the upload…"), friendly_errors("Cannot read the upload: "):
         staged = (upload_id, stage_upload(csv_file.getvalue(), csv_file.name,
@@ -58,12 +59,19 @@ if go:
     st.session_state.pop("batch_result", None)
     bar = st.progress(0.0, text="Checking rows and photos…")
     with friendly_errors("Cannot score this batch: "):
-        catalogue = load_staged(upload, text_cols=text_cols, image_col=None if image_col == NONE else image_col,
-                                encoding=encoding)
-        st.session_state["batch_report"] = upload.report_lines(catalogue)
-        result = score_batch(store(), classifier, user, catalogue,
-                             on_progress=lambda fraction, message: bar.progress(fraction, text=message))
-        st.session_state["batch_result"] = result
+        if not upload.csv_path.exists():  # removed after the last scoring: the same files, staged again
+            upload = stage_upload(csv_file.getvalue(), csv_file.name, zip_file.getvalue() if zip_file else None,
+                                  encoding)
+            st.session_state["batch_staged"] = (upload_id, upload)
+        try:
+            catalogue = load_staged(upload, text_cols=text_cols,
+                                    image_col=None if image_col == NONE else image_col, encoding=encoding)
+            st.session_state["batch_report"] = upload.report_lines(catalogue)
+            result = score_batch(store(), classifier, user, catalogue,
+                                 on_progress=lambda fraction, message: bar.progress(fraction, text=message))
+            st.session_state["batch_result"] = result
+        finally:
+            discard_upload(upload)  # the photos are stored by now: the staged copy is not needed
 
 result = st.session_state.get("batch_result")
 if result is not None:

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.batch import StagedUpload, load_staged, open_folder_csv, stage_upload
+from core.batch import StagedUpload, discard_upload, load_staged, open_folder_csv, stage_upload
 from core.jobs import ACTIVE, latest_job
 from core.compare import compare, promote
 from core.registry import list_models, live_model
@@ -147,7 +147,7 @@ def staged_catalogue() -> StagedUpload | None:
     else:
         return None
     if st.session_state.get("import_staged", (None,))[0] != key:
-        st.session_state.pop("import_staged", None)
+        discard_upload((st.session_state.pop("import_staged", None) or (None, None))[1])  # the last file's copy
         for name in IMPORT_MAPPING_KEYS:
             st.session_state.pop(name, None)
         with st.spinner("Reading the catalogue…"):
@@ -188,10 +188,18 @@ if staged is not None:
     if go:
         bar = st.progress(0.0, text="Reading the catalogue…")
         with friendly_errors("Import failed, nothing was added: "):
-            catalogue = load_staged(staged, text_cols=text_cols, label_col=label_col, label_level=int(level) or None,
-                                    image_col=None if image_col == NONE else image_col, require_labels=True)
-            summary = import_catalogue(store(), user, catalogue, name, on_progress=lambda f, m: bar.progress(f, text=m),
-                                       id_col=None if id_col == NONE else id_col)
+            if not staged.csv_path.exists() and csv_file is not None:  # removed after the last import: stage again
+                staged = stage_upload(csv_file.getvalue(), csv_file.name, zip_file.getvalue() if zip_file else None)
+                st.session_state["import_staged"] = (st.session_state["import_staged"][0], staged)
+            try:
+                catalogue = load_staged(staged, text_cols=text_cols, label_col=label_col,
+                                        label_level=int(level) or None,
+                                        image_col=None if image_col == NONE else image_col, require_labels=True)
+                summary = import_catalogue(store(), user, catalogue, name,
+                                           on_progress=lambda f, m: bar.progress(f, text=m),
+                                           id_col=None if id_col == NONE else id_col)
+            finally:
+                discard_upload(staged)  # photos are stored by now; a folder on the server is never touched
             bar.empty()
             st.success(import_message(summary, name), icon=":material/check_circle:")
             for line in staged.report_lines(catalogue, limit=6):

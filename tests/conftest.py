@@ -236,9 +236,12 @@ class LocalServer:
 def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Serve `tmp_path / "www"` over HTTP on a free port in a thread.
 
-    Proxy variables are removed for the test so urllib talks to the server directly."""
+    Proxy variables are removed for the test so urllib talks to the server directly, and
+    private addresses are allowed (the server is on 127.0.0.1, which downloads refuse by
+    default: tests/test_downloads.py proves the refusal without this)."""
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("STUDIO_ALLOW_PRIVATE_URLS", "1")
     root = tmp_path / "www"
     root.mkdir()
     seen: list[str] = []
