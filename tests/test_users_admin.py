@@ -239,3 +239,24 @@ def test_users_page_refuses_bad_changes_with_a_message(app_home):
     assert errors(at) == ["Could not add the user: this password is one of the most common ones; choose another"]
     assert app_store().one("SELECT 1 AS x FROM users WHERE username = 'nora'") is None
     assert app_store().one("SELECT COUNT(*) AS n FROM audit WHERE action = 'user.update'")["n"] == 0
+
+
+# --------------------------------------------------------------------------- the log-in form
+
+
+def test_the_login_form_slows_down_guessing_and_says_how_long_to_wait(app_home):
+    from core.auth import FREE_FAILURES, LOCK_BASE_S
+
+    at = None
+    for _ in range(FREE_FAILURES):
+        at = login("victor", "not-the-password", at=at)
+        assert errors(at) == ["Wrong username or password."]
+    # locked now: the right password is refused too, with the wait, and nobody is logged in
+    at = login("victor", at=at)
+    assert errors(at) == [f"Too many failed log-ins for this account. Try again in {int(LOCK_BASE_S)} s."]
+    assert "user" not in at.session_state and titles(at) == ["Catalog Studio"]
+    # the other accounts are not slowed down
+    at = login("rita", at=at)
+    assert errors(at) == [] and titles(at) == [TITLES["predict"]]
+    audit = app_store().query("SELECT user, action FROM audit WHERE action LIKE 'login.%' ORDER BY id")
+    assert audit[-2:] == [{"user": "victor", "action": "login.failed"}, {"user": "rita", "action": "login.ok"}]
