@@ -100,7 +100,13 @@ def sidebar(user) -> None:
         sync_session_cookie()
 
 
-bootstrap()
+try:
+    bootstrap()
+except InputError as exc:  # e.g. a STUDIO_ADMIN_PASSWORD the password policy refuses
+    print(f"\n  Catalog Studio: the first admin could not be created: {one_line(exc)}\n", flush=True)
+    st.error(f"The first admin could not be created: {one_line(exc)}. Set another STUDIO_ADMIN_PASSWORD "
+             "and restart, or add an admin with `python -m core users add NAME --role admin`.")
+    st.stop()
 # This tab's user, or the browser's session cookie picked up after F5, in a new tab or on a
 # deep link; then checked on every run: idle and absolute expiry, revocation (log-out
 # elsewhere, a password change), and a role change or disabling by an admin apply at once.

@@ -624,3 +624,11 @@ def test_models_page_lists_products_reviewers_disagreed_on(app_home):
     table = at.expander[0].dataframe[0].value
     assert table["product_id"].tolist() == [product["id"]]
     assert table["decisions"][0] == f"rita: {others[0]}; admin: {others[1]}"
+
+
+def test_a_weak_admin_password_from_the_environment_is_a_message_not_a_traceback(studio_home, monkeypatch):
+    monkeypatch.setenv("STUDIO_ADMIN_USER", "boss")
+    monkeypatch.setenv("STUDIO_ADMIN_PASSWORD", "password")
+    at = ok(new_app().run())
+    assert any("first admin could not be created" in e for e in errors(at))
+    assert count("users") == 0
