@@ -31,8 +31,10 @@ with friendly_errors():
     st.caption(f"{len(frame):,} decision{'s' if len(frame) != 1 else ''} · select one to change it")
     shown = frame.assign(decision=frame["decision"].map(DECISION_NAMES), undone=frame["undone"].astype(bool),
                          text=frame["text"].str.slice(0, 120))
+    columns = ["created_at", "product_id", "text", "decision", "old_label", "new_label", "note"]
     picked = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                          key="decisions_table", column_config={
+                          key="decisions_table", column_order=columns + (["undone"] if include_undone else []),
+                          column_config={
                               "review_id": st.column_config.NumberColumn("#", format="%d"),
                               "product_id": st.column_config.NumberColumn("product", format="%d"),
                               "created_at": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm"),
