@@ -37,6 +37,7 @@ from core.files import safe_csv_bytes
 from core.scoring import find_or_insert_product, margin, prediction_row
 from core.settings import get_settings
 from core.store import Store
+from core.text import MAX_TEXT_CHARS, cap_catalogue_texts
 from core.uploads import record_image, store_image_file
 
 MAX_ZIP_BYTES = 2 * 1024**3      # uncompressed total
@@ -299,9 +300,15 @@ class BatchResult:
 
 def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Catalogue, *,
                 source: str | None = None, on_progress: Progress | None = None, chunk: int = CHUNK) -> BatchResult:
-    """Score every usable row and record products + predictions together at the end."""
+    """Score every usable row and record products + predictions together at the end.
+
+    Memory stays flat in the number of photos: the model decodes one chunk at a time and
+    each stored photo keeps only its hash and metadata (`StoredImage.without_image`).
+    Descriptions over the one cap (`core.text.MAX_TEXT_CHARS`) are cut; their rows'
+    status and the import report say so."""
     user = require_current(store, user, "batch")
     progress = on_progress or (lambda fraction, message: None)
+    cut_rows = cap_catalogue_texts(catalogue)
     rows = [i for i in range(len(catalogue)) if catalogue.usable[i]]
     if not rows:
         raise InputError(f"{catalogue.source.name}: no row has a description or a usable image")
@@ -315,7 +322,8 @@ def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Cat
             predictions[i] = result.row(j)
             path = catalogue.image_paths[i]
             if path is not None and result.has_image[j]:
-                stored[i] = store_image_file(path, what=f"row {i + 1}")
+                stored[i] = store_image_file(path, what=f"row {i + 1}").without_image()
+        del result
         progress(min(len(rows), start + chunk) / len(rows) * 0.95, f"scored {min(len(rows), start + chunk)} of {len(rows)}")
 
     product_ids: dict[int, int] = {}
@@ -329,8 +337,11 @@ def score_batch(store: Store, classifier: Classifier, user: User, catalogue: Cat
             new += created
             db["predictions"].insert(prediction_row(product_ids[i], predictions[i], None, user.username))
     progress(1.0, f"saved {len(rows)} products")
-    return BatchResult(result_frame(catalogue, predictions, product_ids), list(product_ids.values()),
-                       len(rows), len(catalogue) - len(rows), new)
+    frame = result_frame(catalogue, predictions, product_ids)
+    if cut_rows:
+        frame.loc[frame["row"].isin(cut_rows) & (frame["status"] == "scored"), "status"] = (
+            f"scored (description cut to its first {MAX_TEXT_CHARS:,} characters)")
+    return BatchResult(frame, list(product_ids.values()), len(rows), len(catalogue) - len(rows), new)
 
 
 #: what scoring adds to each row; the first two lead the table and the download

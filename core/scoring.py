@@ -19,9 +19,8 @@ from core.catalog import join_text
 from core.classifier import Classifier, Prediction
 from core.errors import InputError
 from core.store import Store, content_key, text_key, to_json, utc_now
+from core.text import MAX_TEXT_CHARS, refuse_long_text  # noqa: F401  (MAX_TEXT_CHARS: the one cap, re-exported)
 from core.uploads import StoredImage, record_image, store_image
-
-MAX_TEXT_CHARS = 20_000
 
 
 @dataclass
@@ -44,11 +43,9 @@ def margin(probs: np.ndarray) -> float:
 
 def clean_text(text: str | None) -> str:
     """Whitespace collapsed, case kept: the same text a catalogue row gives (`join_text`),
-    so the stored product reads as typed (normalize_text lower-cases: a duplicate key only)."""
-    text = join_text([text or ""])
-    if len(text) > MAX_TEXT_CHARS:
-        raise InputError(f"the description is too long ({len(text):,} characters, at most {MAX_TEXT_CHARS:,})")
-    return text
+    so the stored product reads as typed (normalize_text lower-cases: a duplicate key only).
+    Over the one cap (`core.text.MAX_TEXT_CHARS`) it is refused: a person typed it."""
+    return refuse_long_text(join_text([text or ""]))
 
 
 def prediction_row(product_id: int, prediction: Prediction, latency_ms: float | None, user: str | None) -> dict:

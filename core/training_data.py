@@ -21,6 +21,7 @@ from core.catalog import Catalogue, ImportReport, normalize_text
 from core.errors import InputError
 from core.scoring import find_product, insert_product
 from core.store import Store, content_key, utc_now
+from core.text import MAX_TEXT_CHARS, cap_catalogue_texts
 from core.uploads import image_path, record_image, store_image_file
 
 EVAL_PERCENT = 15
@@ -42,10 +43,13 @@ class ImportSummary:
     unusable: int    # rows without a label, or without text and photo
     eval_rows: int   # of the added ones, how many went to the frozen evaluation slice
     per_class: dict[str, int] = field(default_factory=dict)  # added products per class
+    cut_texts: list[int] = field(default_factory=list)  # rows whose description was cut to MAX_TEXT_CHARS
 
     def line(self) -> str:
+        cut = (f"; {len(self.cut_texts):,} descriptions cut to {MAX_TEXT_CHARS:,} characters"
+               if self.cut_texts else "")
         return (f"{self.added:,} new, {self.updated:,} updated, {self.unchanged:,} unchanged, "
-                f"{self.unusable:,} rows skipped (no label, text or photo)")
+                f"{self.unusable:,} rows skipped (no label, text or photo){cut}")
 
 
 def _external_ids(catalogue: Catalogue, id_col: str | None) -> list[str | None]:
@@ -64,16 +68,21 @@ def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
     """Add a labelled catalogue's usable rows as products (photos stored by hash), all in
     one transaction. A product already in the database — the same id in `id_col`, or else
     the same normalised text and photo — is updated (its catalogue label), never doubled;
-    it keeps its evaluation-slice membership."""
+    it keeps its evaluation-slice membership.
+
+    Memory stays flat in the number of photos: each photo is decoded once to check it,
+    stored, and only its hash and metadata are kept. Descriptions over the one cap
+    (`core.text.MAX_TEXT_CHARS`) are cut, and the summary and the report say which."""
     user = require_current(store, user, "train")
     progress = on_progress or (lambda f, m: None)
     source = f"catalogue:{name}"
     external = _external_ids(catalogue, id_col)
+    cut_rows = cap_catalogue_texts(catalogue)
     rows = [i for i in range(len(catalogue)) if catalogue.usable[i] and catalogue.labels[i] is not None]
     stored = {}
     for n, i in enumerate(rows):
         if catalogue.image_paths[i] is not None:
-            stored[i] = store_image_file(catalogue.image_paths[i], what=f"row {i + 1}")
+            stored[i] = store_image_file(catalogue.image_paths[i], what=f"row {i + 1}").without_image()
         if n % 20 == 0:
             progress(0.9 * n / max(1, len(rows)), f"stored {n} of {len(rows)} photos")
     added = updated = unchanged = eval_rows = 0
@@ -103,7 +112,8 @@ def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
         store.audit(user.username, "catalogue.import", {"source": source, "added": added, "updated": updated,
                                                           "unchanged": unchanged, "file": catalogue.source.name}, db=db)
     progress(1.0, f"imported: {added} new, {updated} updated, {unchanged} unchanged")
-    return ImportSummary(source, added, updated, unchanged, len(catalogue) - len(rows), eval_rows, per_class)
+    return ImportSummary(source, added, updated, unchanged, len(catalogue) - len(rows), eval_rows, per_class,
+                         cut_rows)
 
 
 # Each product's effective label (the view `effective_labels`: the latest settled decision

@@ -33,7 +33,19 @@ class StoredImage:
     width: int
     height: int
     bytes: int
-    image: Image.Image  # decoded RGB, ready for the model
+    # decoded RGB, ready for the model; None once dropped (`without_image`): a batch or an
+    # import keeps only the hash and metadata of each row, so memory does not grow per photo
+    image: Image.Image | None = None
+
+    def without_image(self) -> "StoredImage":
+        """The same record without the decoded pixels (a full-size photo is ~30 MB decoded)."""
+        from dataclasses import replace
+
+        return replace(self, image=None)
+
+    def open(self) -> Image.Image:
+        """The decoded image: the one kept, else re-read from the stored file."""
+        return self.image if self.image is not None else open_image(self.path, what=self.path.name)
 
     def row(self) -> dict:
         return {"hash": self.hash, "path": str(self.path.relative_to(images_dir().parent)), "format": self.format,

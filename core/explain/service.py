@@ -13,6 +13,12 @@ The prediction is computed here from the same forward passes the explanations us
 backbone pass serves both the image probabilities and Grad-CAM), and fused with the
 bundle's own Fusion, so the numbers explained are the numbers shown;
 `Classifier.predict` gives the same probabilities (tested).
+
+Bounded for everyone else: the text is cut to the app's one cap (`core.text`); the model
+lock is held for the prediction and Grad-CAM (a few forward passes) and, during SHAP,
+for one model batch at a time, so another user's prediction never waits for a whole
+explanation; SHAP has a time budget (`time_budget`) after which it gives a coarse
+explanation. What was bounded is said in `Explanation.notes`.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from core.classifier import Classifier, Prediction
 from core.errors import InputError
 from core.explain.gradcam import DEFAULT_METHOD, GradCam, GradCamResult, overlay
 from core.explain.modality import ModalityShare, modality_share
-from core.explain.text_shap import MAX_EVALS, TextShap, TextShapResult, normalise_text
+from core.explain.text_shap import MAX_EVALS, TIME_BUDGET_S, TextShap, TextShapResult, normalise_text
 from core.images import open_image
+from core.text import MAX_TEXT_CHARS, cut_text
 
 FILES = ("prediction.json", "gradcam.npy", "gradcam.png", "text_shap.json", "modality_share.json")
 
@@ -50,11 +57,13 @@ class Explanation:
     text_shap: TextShapResult | None = None  # None without a text (or a text model)
     image: Image.Image | None = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step, and "total"
+    notes: list[str] = field(default_factory=list)  # what was bounded (text cut, words capped, time ran out)
 
     def as_dict(self) -> dict:
         """JSON-ready summary (the heatmap itself is left to gradcam.npy)."""
         out: dict[str, Any] = {"explained_label": self.label, "prediction": self.prediction.as_dict(),
-                               "modality_share": self.modality.as_dict(), "timings": self.timings}
+                               "modality_share": self.modality.as_dict(), "timings": self.timings,
+                               "notes": self.notes}
         if self.gradcam is not None:
             g = self.gradcam
             out["gradcam"] = {"method": g.method, "score": g.score, "image_probability": g.probability,
@@ -113,10 +122,11 @@ class ProductExplainer:
     """Everything needed to explain products of one loaded Classifier, built lazily once."""
 
     def __init__(self, classifier: Classifier, *, gradcam_method: str = DEFAULT_METHOD,
-                 max_evals: int = MAX_EVALS):
+                 max_evals: int = MAX_EVALS, time_budget: float | None = TIME_BUDGET_S):
         self.classifier = classifier
         self.gradcam_method = gradcam_method
         self.max_evals = max_evals
+        self.time_budget = time_budget
         self._gradcam: GradCam | None = None
         self._text_shap: TextShap | None = None
         self._lock = getattr(classifier, "_lock", None) or threading.RLock()  # Keras is not thread-safe
@@ -131,7 +141,8 @@ class ProductExplainer:
     def text_shap(self) -> TextShap | None:
         if self._text_shap is None and self.classifier.text_model is not None:
             self._text_shap = TextShap(self.classifier.text_model, self.classifier.labels,
-                                       max_evals=self.max_evals)
+                                       max_evals=self.max_evals, time_budget=self.time_budget,
+                                       inference_lock=self._lock)
         return self._text_shap
 
     def class_index(self, label: str) -> int:
@@ -153,16 +164,23 @@ class ProductExplainer:
         return self
 
     def explain(self, text: str | None = None, image: Any = None, class_label: str | None = None, *,
-                gradcam: bool = True, text_shap: bool = True, max_evals: int | None = None) -> Explanation:
+                gradcam: bool = True, text_shap: bool = True, max_evals: int | None = None,
+                time_budget: float | None = -1.0) -> Explanation:
         """Explain one product. `image`: path, bytes, file object or PIL image (bad image →
-        InputError). `class_label`: the class to explain (default: the fused top class)."""
+        InputError). `class_label`: the class to explain (default: the fused top class).
+        `time_budget`: seconds for the whole explanation (default the explainer's; None:
+        unbounded); SHAP gets what the prediction and Grad-CAM left of it."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
+        notes: list[str] = []
         clf = self.classifier
         img = None
         if image is not None:
             img = image if isinstance(image, Image.Image) else open_image(image, what="image")
-        text = normalise_text(text or "")
+        text, cut = cut_text(normalise_text(text or ""), MAX_TEXT_CHARS)
+        if cut:
+            notes.append(f"the description is longer than {MAX_TEXT_CHARS:,} characters: "
+                         "its first part is explained")
         has_text = bool(text) and clf.text_model is not None
         has_image = img is not None and clf.image_model is not None
         if not (has_text or has_image):
@@ -170,7 +188,7 @@ class ProductExplainer:
                              + ("" if clf.image_model is not None else " (this model has no image part)"))
         wanted = self.class_index(class_label) if class_label is not None else None
 
-        with self._lock:
+        with self._lock:  # a few forward passes; SHAP below takes the lock per model batch
             t = time.perf_counter()
             n = len(clf.labels)
             p_text = self.text_shap.predict_proba([text])[0].astype(np.float32) if has_text else None
@@ -191,17 +209,21 @@ class ProductExplainer:
                 t = time.perf_counter()
                 cam = self.gradcam.heatmap(feats, c)
                 timings["gradcam"] = time.perf_counter() - t + t_image  # its forward pass included
-            shap_result = None
-            if has_text and text_shap:
-                t = time.perf_counter()
-                shap_result = self.text_shap.explain(text, c, max_evals=max_evals)
-                timings["text_shap"] = time.perf_counter() - t
+        shap_result = None
+        if has_text and text_shap:
+            t = time.perf_counter()
+            budget = self.time_budget if time_budget == -1.0 else time_budget
+            left = None if budget is None else max(0.0, budget - (t - started))
+            shap_result = self.text_shap.explain(text, c, max_evals=max_evals, time_budget=left)
+            timings["text_shap"] = time.perf_counter() - t
+            if shap_result.note:
+                notes.append(shap_result.note)
 
         t = time.perf_counter()
         share = modality_share(list(clf.labels), clf.fusion, p_text, p_image, c)
         timings["modality"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
-        return Explanation(prediction, clf.labels[c], c, share, cam, shap_result, img, timings)
+        return Explanation(prediction, clf.labels[c], c, share, cam, shap_result, img, timings, notes)
 
 
 _EXPLAINERS: "weakref.WeakKeyDictionary[Classifier, ProductExplainer]" = weakref.WeakKeyDictionary()

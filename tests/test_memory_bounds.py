@@ -1,0 +1,117 @@
+"""Issue 10 item 3: batch scoring and catalogue import hold a bounded number of decoded
+photos, whatever the number of rows.
+
+Every decoded photo the upload store makes (`core.uploads.open_image`) is tracked through
+a weak reference; when the rows are written to the database (`record_image`, called once
+per photo after all of them were stored) we count how many of those photos are still
+alive. Before the fix each row's StoredImage kept its decoded full-size image until the
+end: all N were alive there. Now only hashes and metadata are kept: none is.
+The peak-RSS benchmark (16 vs 160 photos of 3000×3000) is bench/bench_memory.py."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import weakref
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROWS = 20
+
+
+def write_photo_catalogue(root: Path, n: int = ROWS, size: tuple[int, int] = (640, 480)) -> Path:
+    """n labelled rows, each with its own flat-colour PNG (small file, large once decoded)."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    csv_path = root / "products.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["title", "category", "image"])
+        for i in range(n):
+            label = ("Kitchen", "Toys", "Watches")[i % 3]
+            Image.new("RGB", size, (40 + i, 90, 200 - i)).save(images / f"p{i:03d}.png")
+            writer.writerow([f"{label} product number {i} steel ceramic", label, f"p{i:03d}.png"])
+    return csv_path
+
+
+@pytest.fixture
+def live_photos(monkeypatch):
+    """(tracker, peaks): `tracker` holds a weak reference to every photo the upload store
+    decoded; `peaks` gets how many were alive at each `record_image` call of import and batch."""
+    import core.batch
+    import core.training_data
+    import core.uploads
+
+    tracker: list[weakref.ref] = []  # PIL images are unhashable: no WeakSet
+    peaks: list[int] = []
+    real_open = core.uploads.open_image
+
+    def tracked_open(*args, **kwargs):
+        image = real_open(*args, **kwargs)
+        tracker.append(weakref.ref(image))
+        return image
+
+    def counting_record(record):
+        def wrapped(db, stored):
+            gc.collect()
+            peaks.append(sum(ref() is not None for ref in tracker))
+            return record(db, stored)
+        return wrapped
+
+    monkeypatch.setattr(core.uploads, "open_image", tracked_open)
+    monkeypatch.setattr(core.training_data, "record_image", counting_record(core.training_data.record_image))
+    monkeypatch.setattr(core.batch, "record_image", counting_record(core.batch.record_image))
+    return tracker, peaks
+
+
+def test_catalogue_import_keeps_no_decoded_photo_per_row(tmp_path, store, live_photos):
+    from core.auth import User
+    from core.catalog import load_catalogue
+    from core.training_data import import_catalogue
+    from core.uploads import image_path
+
+    tracker, peaks = live_photos
+    csv_path = write_photo_catalogue(tmp_path / "cat")
+    catalogue = load_catalogue(csv_path, text_cols=["title"], label_col="category", image_col="image",
+                               image_dir=csv_path.parent / "images")
+    summary = import_catalogue(store, User.system("test"), catalogue, "photos")
+
+    assert summary.added == ROWS and len(peaks) == ROWS  # every photo stored and recorded
+    assert max(peaks) <= 1, f"{max(peaks)} decoded photos alive while {ROWS} rows were written"
+    # only hash + metadata were kept, and the photo can be re-read from its stored file
+    hashes = [r["image_hash"] for r in store.query("SELECT image_hash FROM products ORDER BY id")]
+    assert len(set(hashes)) == ROWS and all(image_path(h) is not None for h in hashes)
+
+
+def test_stored_image_without_pixels_reopens_from_its_file(studio_home):
+    import io
+
+    from core.uploads import store_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 120, 30)).save(buffer, "PNG")
+    stored = store_image(buffer.getvalue())
+    light = stored.without_image()
+    assert light.image is None and (light.hash, light.width, light.height) == (stored.hash, 300, 200)
+    reopened = light.open()
+    assert reopened.size == (300, 200) and reopened.getpixel((5, 5)) == (10, 120, 30)
+
+
+def test_batch_scoring_keeps_no_decoded_photo_per_row(tmp_path, studio_home, tiny_bundle, live_photos):
+    from core.auth import User
+    from core.catalog import load_catalogue
+    from core.batch import score_batch
+    from core.classifier import Classifier
+    from core.store import Store
+
+    tracker, peaks = live_photos
+    csv_path = write_photo_catalogue(tmp_path / "batch")
+    catalogue = load_catalogue(csv_path, text_cols=["title"], image_col="image",
+                               image_dir=csv_path.parent / "images")
+    store = Store()
+    result = score_batch(store, Classifier.load(tiny_bundle), User.system("test"), catalogue, chunk=8)
+
+    assert result.scored == ROWS and len(peaks) == ROWS
+    assert max(peaks) <= 1, f"{max(peaks)} decoded photos alive while {ROWS} rows were written"
