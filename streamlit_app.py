@@ -21,8 +21,12 @@ st.set_page_config(page_title="Catalog Studio", page_icon=":material/category:",
 
 @st.cache_resource(show_spinner=False)
 def bootstrap() -> None:
-    """Once per process: an admin exists (a one-time password goes to the server log,
-    never the page) and bundles trained from the command line are registered."""
+    """Once per process: the disk tidied (stale uploads, the download cache), an admin
+    exists (a one-time password goes to the server log, never the page) and bundles
+    trained from the command line are registered."""
+    from core.serve import tidy_disk
+
+    tidy_disk()  # `python -m core serve` does it too; a plain `streamlit run` needs it here
     one_time = ensure_first_admin(store())
     if one_time:
         print(f"\n  Catalog Studio: first admin 'admin', one-time password: {one_time}\n"
