@@ -10,30 +10,15 @@ The peak-RSS benchmark (16 vs 160 photos of 3000×3000) is bench/bench_memory.py
 
 from __future__ import annotations
 
-import csv
 import gc
 import weakref
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-ROWS = 20
-
-
-def write_photo_catalogue(root: Path, n: int = ROWS, size: tuple[int, int] = (640, 480)) -> Path:
-    """n labelled rows, each with its own flat-colour PNG (small file, large once decoded)."""
-    images = root / "images"
-    images.mkdir(parents=True)
-    csv_path = root / "products.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["title", "category", "image"])
-        for i in range(n):
-            label = ("Kitchen", "Toys", "Watches")[i % 3]
-            Image.new("RGB", size, (40 + i, 90, 200 - i)).save(images / f"p{i:03d}.png")
-            writer.writerow([f"{label} product number {i} steel ceramic", label, f"p{i:03d}.png"])
-    return csv_path
+CLASSES = ("Kitchen", "Toys", "Watches")
+PER_CLASS = 7
+ROWS = PER_CLASS * len(CLASSES)
 
 
 @pytest.fixture
@@ -66,23 +51,28 @@ def live_photos(monkeypatch):
     return tracker, peaks
 
 
-def test_catalogue_import_keeps_no_decoded_photo_per_row(tmp_path, store, live_photos):
-    from core.auth import User
+def photo_catalogue(make_catalogue, root):
+    """ROWS labelled rows, each with its own photo of about 640×480 (~1 MB decoded)."""
     from core.catalog import load_catalogue
+
+    cat = make_catalogue(root, n_per_class=PER_CLASS, classes=CLASSES, image_size=(640, 480))
+    return load_catalogue(cat.csv_path, **cat.load_kwargs)
+
+
+def test_catalogue_import_keeps_no_decoded_photo_per_row(tmp_path, store, make_catalogue, live_photos):
+    from core.auth import User
     from core.training_data import import_catalogue
     from core.uploads import image_path
 
     tracker, peaks = live_photos
-    csv_path = write_photo_catalogue(tmp_path / "cat")
-    catalogue = load_catalogue(csv_path, text_cols=["title"], label_col="category", image_col="image",
-                               image_dir=csv_path.parent / "images")
+    catalogue = photo_catalogue(make_catalogue, tmp_path / "cat")
     summary = import_catalogue(store, User.system("test"), catalogue, "photos")
 
     assert summary.added == ROWS and len(peaks) == ROWS  # every photo stored and recorded
     assert max(peaks) <= 1, f"{max(peaks)} decoded photos alive while {ROWS} rows were written"
     # only hash + metadata were kept, and the photo can be re-read from its stored file
     hashes = [r["image_hash"] for r in store.query("SELECT image_hash FROM products ORDER BY id")]
-    assert len(set(hashes)) == ROWS and all(image_path(h) is not None for h in hashes)
+    assert len(hashes) == ROWS and all(h and image_path(h) is not None for h in hashes)
 
 
 def test_stored_image_without_pixels_reopens_from_its_file(studio_home):
@@ -99,17 +89,15 @@ def test_stored_image_without_pixels_reopens_from_its_file(studio_home):
     assert reopened.size == (300, 200) and reopened.getpixel((5, 5)) == (10, 120, 30)
 
 
-def test_batch_scoring_keeps_no_decoded_photo_per_row(tmp_path, studio_home, tiny_bundle, live_photos):
+def test_batch_scoring_keeps_no_decoded_photo_per_row(tmp_path, studio_home, tiny_bundle, make_catalogue,
+                                                      live_photos):
     from core.auth import User
-    from core.catalog import load_catalogue
     from core.batch import score_batch
     from core.classifier import Classifier
     from core.store import Store
 
     tracker, peaks = live_photos
-    csv_path = write_photo_catalogue(tmp_path / "batch")
-    catalogue = load_catalogue(csv_path, text_cols=["title"], image_col="image",
-                               image_dir=csv_path.parent / "images")
+    catalogue = photo_catalogue(make_catalogue, tmp_path / "batch")
     store = Store()
     result = score_batch(store, Classifier.load(tiny_bundle), User.system("test"), catalogue, chunk=8)
 

@@ -40,7 +40,7 @@ from core.classifier import Classifier, Prediction
 from core.errors import InputError
 from core.explain.gradcam import DEFAULT_METHOD, GradCam, GradCamResult, overlay
 from core.explain.modality import ModalityShare, modality_share
-from core.explain.text_shap import MAX_EVALS, TIME_BUDGET_S, TextShap, TextShapResult, normalise_text
+from core.explain.text_shap import MAX_EVALS, OWN_BUDGET, TIME_BUDGET_S, TextShap, TextShapResult, normalise_text
 from core.images import open_image
 from core.text import MAX_TEXT_CHARS, cut_text
 
@@ -165,7 +165,7 @@ class ProductExplainer:
 
     def explain(self, text: str | None = None, image: Any = None, class_label: str | None = None, *,
                 gradcam: bool = True, text_shap: bool = True, max_evals: int | None = None,
-                time_budget: float | None = -1.0) -> Explanation:
+                time_budget: float | None = OWN_BUDGET) -> Explanation:
         """Explain one product. `image`: path, bytes, file object or PIL image (bad image →
         InputError). `class_label`: the class to explain (default: the fused top class).
         `time_budget`: seconds for the whole explanation (default the explainer's; None:
@@ -212,7 +212,7 @@ class ProductExplainer:
         shap_result = None
         if has_text and text_shap:
             t = time.perf_counter()
-            budget = self.time_budget if time_budget == -1.0 else time_budget
+            budget = self.time_budget if time_budget == OWN_BUDGET else time_budget
             left = None if budget is None else max(0.0, budget - (t - started))
             shap_result = self.text_shap.explain(text, c, max_evals=max_evals, time_budget=left)
             timings["text_shap"] = time.perf_counter() - t

@@ -50,6 +50,7 @@ TOLERANCE = 1e-4
 MAX_SHAP_WORDS = 300  # words explained one by one; the rest of a longer text is one part
 TIME_BUDGET_S = 10.0  # per explanation; past it, a coarse explanation (COARSE_PARTS parts) is given
 COARSE_PARTS = 8
+OWN_BUDGET = -1.0  # `time_budget` default of explain(): the explainer's own budget (None means no budget)
 
 
 class AdditivityError(AssertionError):
@@ -211,14 +212,16 @@ class TextShap:
             self._explainers[key] = self._shap.Explainer(f, self.coarse_masker if coarse else self.masker)
         return self._explainers[key]
 
-    def tokenize(self, text: str, *, coarse: bool = False) -> tuple[list[str], list[tuple[int, int]]]:
+    def tokenize(self, text: str, *, coarse: bool = False,
+                 words: int | None = None) -> tuple[list[str], list[tuple[int, int]]]:
         """(segments, spans): segment i is token i plus the separator after it; a token is a
-        word, or a stretch of words (the rest of the text past `max_words`, a coarse part)."""
+        word, or a stretch of words (the rest of the text past `max_words`, a coarse part).
+        `words`: `count_words(text)` when the caller has it."""
         text = normalise_text(text)
         masker = self.coarse_masker if coarse else self.masker
         offsets = masker.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
         segments = masker.token_segments(text)[0]
-        merged = len(offsets) < count_words(text)
+        merged = len(offsets) < (count_words(text) if words is None else words)
         spans = []
         for i, ((start, _), seg) in enumerate(zip(offsets, segments)):
             if merged and (coarse or i == len(offsets) - 1):  # a stretch of words: the whole stretch
@@ -239,7 +242,7 @@ class TextShap:
             np.random.set_state(state)
 
     def explain(self, text: str, class_index: int, *, max_evals: int | None = None,
-                time_budget: float | None = -1.0) -> TextShapResult:
+                time_budget: float | None = OWN_BUDGET) -> TextShapResult:
         """SHAP values of each word of `text` for `class_index` (probability scale): of the
         first `max_words` words one by one and of the rest as one part. `time_budget`
         (seconds, default the instance's; None: unbounded): past it, a coarse explanation
@@ -248,11 +251,11 @@ class TextShap:
         text = normalise_text(text)
         if not text:
             raise ValueError("cannot explain an empty text")
-        seconds = self.time_budget if time_budget == -1.0 else time_budget
+        seconds = self.time_budget if time_budget == OWN_BUDGET else time_budget
         words = count_words(text)
         coarse = False
         with self._lock:
-            segments, spans = self.tokenize(text)
+            segments, spans = self.tokenize(text, words=words)
             budget = eval_budget(len(segments), max_evals or self.max_evals)
             self._deadline = None if seconds is None else time.monotonic() + max(0.0, float(seconds))
             try:
@@ -260,7 +263,7 @@ class TextShap:
             except _OutOfTime:
                 coarse = True
                 self._deadline = None  # a handful of evaluations: always finishes
-                segments, spans = self.tokenize(text, coarse=True)
+                segments, spans = self.tokenize(text, coarse=True, words=words)
                 budget = 2 * len(segments) + 1  # every part split off once: one or two model calls
                 sv = self._shap_values(text, class_index, budget, coarse=True)
             finally:
