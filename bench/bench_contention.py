@@ -23,7 +23,6 @@ there, the old code explains every word.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _report import emit  # bench/ is the script's folder
 
 HERE = Path(__file__).resolve().parents[1]
 VOCABULARY = ("steel", "ceramic", "mug", "dial", "strap", "plush", "bear", "puzzle", "pan", "analog", "soft",
@@ -114,10 +115,7 @@ def main() -> int:
             "median_ms": round(1000 * statistics.median(waits), 1) if waits else None,
         },
     }
-    text_out = json.dumps(report, indent=2, ensure_ascii=False)
-    print(text_out)
-    if args.out:
-        args.out.write_text(text_out + "\n")
+    emit(report, args.out)
     return 0
 
 

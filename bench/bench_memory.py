@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit  # bench/ is the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Kitchen", "Toys", "Watches")
@@ -132,10 +133,7 @@ def main() -> int:
     for part in ("import", "batch"):
         if lo in report[part] and hi in report[part]:
             report[part]["ratio_peak"] = round(report[part][hi]["peak_rss_mb"] / report[part][lo]["peak_rss_mb"], 3)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 
