@@ -997,7 +997,7 @@ def load_catalogue(
         image_column=image_name,
         notes=notes,
     )
-    return Catalogue(
+    catalogue = Catalogue(
         source=source,
         frame=frame,
         texts=texts,
@@ -1010,3 +1010,7 @@ def load_catalogue(
         label_level=report.label_level,
         image_col=image_name,
     )
+    from core.text import cap_catalogue_texts  # one length cap for every text that enters
+
+    cap_catalogue_texts(catalogue)
+    return catalogue

@@ -20,7 +20,7 @@ from core.auth import User, require_current
 from core.catalog import Catalogue, ImportReport, normalize_text
 from core.errors import InputError
 from core.scoring import find_product, insert_product
-from core.store import Store, content_key, utc_now
+from core.store import Store, content_key, text_key, utc_now
 from core.text import MAX_TEXT_CHARS, cap_catalogue_texts
 from core.uploads import image_path, record_image, store_image_file
 
@@ -99,8 +99,8 @@ def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,
                     unchanged += 1
                     continue
                 db.execute("UPDATE products SET true_label = ?, text = ?, image_hash = ?, content_key = ?, "
-                           "updated_at = ? WHERE id = ?",
-                           [label, text, image_hash, content_key(text, image_hash), now, known])
+                           "text_key = ?, updated_at = ? WHERE id = ?",
+                           [label, text, image_hash, content_key(text, image_hash), text_key(text), now, known])
                 updated += 1
                 continue
             split = split_of(text, image_hash)

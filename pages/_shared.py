@@ -243,6 +243,8 @@ def show_explanation(explanation, key: str, *, opacity_slider: bool = False) -> 
         words_col.html(charts.text_shap_html(explanation.text_shap))
     else:
         words_col.caption("No description: the photo decided alone.")
+    for note in explanation.notes:  # what was bounded: "the first 300 words", a time limit
+        words_col.caption(note)
 
 
 def percent(value: float | None) -> str:

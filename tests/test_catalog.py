@@ -457,3 +457,14 @@ def test_a_long_text_in_the_image_column_is_a_row_problem_not_a_crash(tmp_path):
     assert catalogue.image_paths == [None, None] and catalogue.usable == [True, True]
     reasons = [m["reason"] for m in catalogue.report.missing_images]
     assert reasons[0].startswith("not a usable file name") and reasons[1].startswith("file not found")
+
+
+def test_every_catalogue_text_is_capped_once_with_a_note(tmp_path):
+    from core.catalog import load_catalogue
+    from core.text import MAX_TEXT_CHARS
+
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text("title,category\n" + "long " * (MAX_TEXT_CHARS // 4) + ",Kitchen\nmug,Kitchen\n")
+    catalogue = load_catalogue(csv_path, text_cols=["title"], label_col="category")
+    assert len(catalogue.texts[0]) <= MAX_TEXT_CHARS and catalogue.texts[1] == "mug"
+    assert any("were cut" in note and "rows 1" in note for note in catalogue.report.notes)

@@ -177,6 +177,10 @@ def test_an_id_column_identifies_products_whose_text_changed(store, users, make_
     write(rows)
     again = import_catalogue(store, users["admin"], load(), "c", id_col="sku")
     assert (again.added, again.updated) == (0, 1)
+    from core.store import text_key
+
+    assert store.one("SELECT text_key FROM products WHERE external_id = 'SKU-000'")["text_key"] == text_key(
+        load().texts[0])  # the new text's key: a prediction of it finds this product's split
     assert count(store, "products") == len(rows)
     with pytest.raises(InputError, match="no id column 'code'"):
         import_catalogue(store, users["admin"], load(), "c", id_col="code")
