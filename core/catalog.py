@@ -599,6 +599,7 @@ class ImportReport:
     label_level: int | None = None
     image_column: str | None = None
     notes: list[str] = field(default_factory=list)
+    cut_text_rows: list[int] = field(default_factory=list)  # rows whose text was cut to core.text.MAX_TEXT_CHARS
 
     @property
     def classes(self) -> list[str]:

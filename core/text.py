@@ -46,15 +46,17 @@ def refuse_long_text(text: str, what: str = "the description") -> str:
 
 def cap_catalogue_texts(catalogue: "Catalogue") -> list[int]:
     """Cut every over-long row text of `catalogue` in place and note it once in its report;
-    returns the 1-based rows cut. Idempotent (a second call finds nothing to cut)."""
+    returns the 1-based rows ever cut (kept in the report, so a second call — load_catalogue
+    caps, then import or batch asks — gives the same rows and notes nothing twice)."""
     cut_rows = []
     for i, text in enumerate(catalogue.texts):
         if len(text) > MAX_TEXT_CHARS:
             catalogue.texts[i], _ = cut_text(text)
             cut_rows.append(i + 1)
+    catalogue.report.cut_text_rows = sorted({*catalogue.report.cut_text_rows, *cut_rows})
     if cut_rows:
         from core.catalog import _rows_text  # the report's own way of listing rows
 
         catalogue.report.notes.append(f"{len(cut_rows):,} description(s) longer than {MAX_TEXT_CHARS:,} characters "
                                       f"were cut to that length (rows {_rows_text(cut_rows)})")
-    return cut_rows
+    return catalogue.report.cut_text_rows
