@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -430,6 +431,17 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate
             "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export, "users": cmd_users}
 
 
+def _out_of_space(exc: BaseException) -> bool:
+    """A write refused for lack of space: ENOSPC, EFBIG (a file size limit), or SQLite's
+    own words for the same (its writes fail as "disk I/O error" or "database or disk is full")."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        words in str(exc) for words in ("disk I/O error", "database or disk is full"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -443,6 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.OperationalError) as exc:
+        if args.debug:
+            raise
+        if _out_of_space(exc):
+            print(f"error: the disk is full (or a file size limit was reached): {one_line(exc)}; the step "
+                  "that failed saved nothing", file=sys.stderr)
+        else:
+            print(f"error: {type(exc).__name__}: {one_line(exc)} (run with --debug for details)", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - a bug: still one line, and a way to see more
         if args.debug:
             raise

@@ -306,6 +306,7 @@ def test_import_on_a_full_disk_fails_cleanly(tmp_path: Path, where: str) -> None
     assert "Traceback" not in stderr, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), stderr[-3000:]
+    assert "disk is full" in lines[0], lines[0]  # said as what it is, not as a bug
     assert proc.stdout.strip() == b""  # no summary printed for an import that did not happen
     assert db_file.exists()
     stored = _stored_photos(home)
