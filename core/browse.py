@@ -86,7 +86,7 @@ class FilterOptions:
 
 
 # Each product with its latest prediction (if any) and its effective label (the views' rule).
-_FROM = f"""
+_FROM = """
 FROM products p
 LEFT JOIN (SELECT product_id, MAX(id) AS id FROM predictions GROUP BY product_id) latest ON latest.product_id = p.id
 LEFT JOIN predictions pred ON pred.id = latest.id

@@ -48,7 +48,7 @@ DEFAULT_ORDER = "least_confidence"
 _SETTLING_SQL = "('" + "', '".join(SETTLING) + "')"
 
 # Products with a prediction and no settled decision, each with its latest prediction ...
-_OPEN = f"""
+_OPEN = """
 FROM predictions p
 JOIN (SELECT product_id, MAX(id) AS id FROM predictions GROUP BY product_id) latest ON latest.id = p.id
 JOIN products pr ON pr.id = p.product_id
