@@ -66,8 +66,22 @@ def load_classifier(path: str, version: str):
     from core.explain.service import explainer_for
 
     classifier = Classifier.load(path)
-    explainer_for(classifier)  # build the explainer beside it (its graphs are traced on first use)
+    _warm_up(explainer_for(classifier))
     return classifier
+
+
+def _warm_up(explainer) -> None:
+    """Trace the explainer's graphs once, while the model loads: otherwise the first user's
+    explanation pays for the tracing and its time budget runs out (a coarse explanation)."""
+    from PIL import Image
+
+    try:
+        explainer.explain(text="warm-up product description", image=Image.new("RGB", (64, 64), "white"),
+                          time_budget=None)
+    except Exception:  # noqa: BLE001 - a warm-up that fails only costs the first user some time
+        import logging
+
+        logging.getLogger("catalog_studio").warning("explainer warm-up failed", exc_info=True)
 
 
 def live_classifier():

@@ -281,7 +281,7 @@ class TextShap:
         label = self.labels[class_index] if self.labels is not None else None
         if coarse:
             explained = 0
-            note = (f"the time limit ({seconds:g} s) ran out before every word had its value: "
+            note = (f"the time limit ({seconds:.1f} s) ran out before every word had its value: "
                     f"the text is explained in {len(segments)} stretches instead")
         else:
             explained = min(words, self.max_words)
