@@ -93,7 +93,10 @@ def test_keyboard_review_never_carries_a_correction_over(app_home, tmp_path):
         assert back == third, (first, second, third, fourth, store.query("SELECT id, product_id, decision, revoked_at FROM reviews"))
         assert store.one("SELECT COUNT(*) AS n FROM settled WHERE product_id = ?", [third])["n"] == 0
 
+        page.wait_for_load_state("networkidle")  # the undone item fully drawn, as a person would see it
         page.keyboard.press("/")  # focus the picker, type, Enter picks, Enter in the note saves
+        page.wait_for_function("document.activeElement && document.activeElement.closest('.st-key-correct_picker')",
+                               timeout=10_000)
         page.keyboard.type(next(label for label in labels if label != by_id[third].prediction.label)[:4])
         page.keyboard.press("Enter")
         page.get_by_label("Note (optional)").fill("typed")
