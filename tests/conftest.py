@@ -26,6 +26,12 @@ from typing import Any, Callable, Sequence
 import pytest
 from PIL import Image, ImageDraw
 
+# AppTest clears Streamlit's caches per test, so every test would pay the explainer's
+# warm-up (tracing SHAP and Grad-CAM) again: minutes over the suite. Servers keep it on.
+import os  # noqa: E402
+
+os.environ.setdefault("STUDIO_EXPLAIN_WARM_UP", "0")
+
 # --------------------------------------------------------------------------- STUDIO_HOME
 
 
