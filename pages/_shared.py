@@ -286,7 +286,8 @@ def focus_key(key: str, selector: str) -> None:
     const target = event.target;
     const typing = target && (["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName) || target.isContentEditable);
     if (typing || event.ctrlKey || event.metaKey || event.altKey || event.key !== {json.dumps(key)}) return;
-    const element = doc.querySelector(state.selector);
+    // while the page redraws, the last item's elements linger (marked stale): focus the live one
+    const element = [...doc.querySelectorAll(state.selector)].find(e => !e.closest('[data-stale="true"]'));
     if (element) {{ event.preventDefault(); element.focus(); element.click(); }}
   }});
 }})();

@@ -86,6 +86,14 @@ def log_in(page, url: str, username: str, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def wait_until_drawn(page, timeout: float = 30_000) -> None:
+    """Until Streamlit has finished the run: no status widget ("Running…") and no element
+    left over from the previous run (data-stale), as a person waits for the page to settle."""
+    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')
+                                  && !document.querySelector('[data-stale="true"]')""", timeout=timeout)
+    page.wait_for_timeout(300)
+
+
 def choose(page, label: str, option: str) -> None:
     """Pick `option` in the Streamlit selectbox labelled `label` (type to search, Enter)."""
     box = page.get_by_label(label)
