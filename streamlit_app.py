@@ -10,11 +10,18 @@ import time
 
 import streamlit as st
 
-from core.auth import MIN_PASSWORD_LENGTH, LoginThrottled, authenticate, change_password, ensure_first_admin
-from core.errors import InputError, one_line
-from core.registry import live_model, sync_models
-from pages._shared import (current_user, end_session, restore_session, start_session, store, sync_session_cookie,
-                           touch_session)
+from core.common.errors import InputError, one_line
+from core.studio.auth import MIN_PASSWORD_LENGTH, LoginThrottled, authenticate, change_password, ensure_first_admin
+from core.studio.registry import live_model, sync_models
+from pages._ui.shared import (
+    current_user,
+    end_session,
+    restore_session,
+    start_session,
+    store,
+    sync_session_cookie,
+    touch_session,
+)
 
 st.set_page_config(page_title="Catalog Studio", page_icon=":material/category:", layout="wide")
 
@@ -24,7 +31,7 @@ def bootstrap() -> None:
     """Once per process: the disk tidied (stale uploads, the download cache), an admin
     exists (a one-time password goes to the server log, never the page) and bundles
     trained from the command line are registered."""
-    from core.serve import tidy_disk
+    from core.cli.serve import tidy_disk
 
     tidy_disk()  # `python -m core serve` does it too; a plain `streamlit run` needs it here
     one_time = ensure_first_admin(store())

@@ -20,15 +20,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from browser import browser_page, log_in, streamlit_server  # noqa: E402
 from _report import emit  # noqa: E402 - bench/ is the script's folder
+from browser import browser_page, log_in, streamlit_server  # noqa: E402
 
 USER, PASSWORD = "bench", "queue-runner-77"
 
 
 def ensure_user() -> None:
-    from core.auth import User, create_user
-    from core.store import Store
+    from core.studio.auth import User, create_user
+    from core.studio.store import Store
 
     store = Store()
     if store.one("SELECT 1 AS x FROM users WHERE username = ?", [USER]):
@@ -41,7 +41,7 @@ def ensure_user() -> None:
 def products(n: int, seed: int = 0) -> list[tuple[str, Path]]:
     import pandas as pd
 
-    from core.demo import demo_data_dir
+    from core.studio.demo import demo_data_dir
 
     data = demo_data_dir()
     frame = pd.read_csv(data / "products.csv", dtype=str, keep_default_na=False)
@@ -63,9 +63,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from core.registry import live_model
-    from core.serve import prepare
-    from core.store import Store
+    from core.cli.serve import prepare
+    from core.studio.registry import live_model
+    from core.studio.store import Store
 
     prepare(log=lambda m: print(m, file=sys.stderr))
     ensure_user()

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _report import emit  # bench/ is the script's folder
 
 HERE = Path(__file__).resolve().parents[1]
@@ -50,8 +49,8 @@ def main() -> int:
     sys.path.insert(0, str(args.repo.resolve()))
     os.environ.setdefault("STUDIO_HOME", tempfile.mkdtemp(prefix="bench-contention-"))
 
-    from core.classifier import Classifier
     from core.explain.service import ProductExplainer
+    from core.models.classifier import Classifier
 
     model = args.model
     train_seconds = None

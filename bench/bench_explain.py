@@ -2,7 +2,7 @@
 
     STUDIO_HOME=/tmp/exp/home .venv/bin/python bench/bench_explain.py [--model MODEL_DIR] [--out FILE]
 
-Without --model a bundle is trained first (core.train defaults, ~2–3 min with cached
+Without --model a bundle is trained first (core.training.trainer defaults, ~2–3 min with cached
 embeddings) and saved under --save (default: a temporary folder).
 
 Products come from the bundle's own **held-out validation split** (the split is
@@ -47,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from _report import emit  # noqa: E402 - bench/ is the script's folder
+
 DATA = Path(os.environ.get("STUDIO_SHARED_DATA", REPO.parent / "shared" / "data")) / "flipkart"
 GREY = 128.0
 FRACTION = 0.2
@@ -55,15 +56,15 @@ READABLE = {"median_heat": 0.1, "share_above_0.2": 0.25}  # medians over the pho
 
 
 def _catalogue():
-    from core.demo import load_demo_catalogue
+    from core.studio.demo import load_demo_catalogue
 
     return load_demo_catalogue(DATA)
 
 
 def _held_out(catalogue, metadata: dict) -> tuple[list[int], bool]:
     """Catalogue rows of the bundle's validation split (as Trainer.fit made it)."""
-    from core.catalog import dedup_groups
-    from core.train import split_train_val
+    from core.data.catalogue import dedup_groups
+    from core.training.trainer import split_train_val
 
     cfg = metadata.get("config", {})
     keep = np.flatnonzero(catalogue.trainable_mask())
@@ -120,8 +121,8 @@ def image_deletion(explainer, paths, seed: int, methods: tuple[str, ...] | None 
                    image_shap: int = 0) -> dict:
     """`methods`: the Grad-CAM methods to score, the explainer's default first (its time
     is the one reported as gradcam_seconds_in_loop)."""
+    from core.common.images import letterbox, open_image
     from core.explain.gradcam import METHODS, ImageShap, readability
-    from core.images import letterbox, open_image
 
     gradcam, model = explainer.gradcam, explainer.classifier.image_model
     default = explainer.gradcam_method
@@ -265,14 +266,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
 
-    from core.classifier import Classifier
     from core.explain.service import ProductExplainer
+    from core.models.classifier import Classifier
 
     started = time.time()
     catalogue = _catalogue()
     trained_here = None
     if args.model is None:
-        from core.train import TrainConfig, Trainer
+        from core.training.trainer import TrainConfig, Trainer
 
         t = time.time()
         save = args.save or Path(tempfile.mkdtemp(prefix="bench-explain-")) / "flipkart"

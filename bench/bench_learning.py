@@ -26,18 +26,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.tf_setup import seed_everything  # noqa: E402,F401  (before TensorFlow)
 from _report import emit  # noqa: E402 - bench/ is the script's folder
+
+from core.models.tf_setup import seed_everything  # noqa: E402,F401  (before TensorFlow)
 
 
 def flipkart():
-    from core.demo import load_demo_catalogue
+    from core.studio.demo import load_demo_catalogue
 
     return load_demo_catalogue()
 
 
 def bench_noise(catalogue, seed: int = 0) -> dict:
-    from core.suspects import find_suspects
+    from core.training.suspects import find_suspects
 
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(catalogue.trainable_mask())
@@ -60,13 +61,13 @@ def bench_noise(catalogue, seed: int = 0) -> dict:
 
 
 def _fit(catalogue, rows, seed):
-    from core.train import TrainConfig, Trainer
+    from core.training.trainer import TrainConfig, Trainer
 
     return Trainer(TrainConfig(seed=seed, val_fraction=0), verbose=False).fit(catalogue.subset(rows))
 
 
 def _macro_f1(classifier, catalogue, rows) -> float:
-    from core.metrics import classification_metrics
+    from core.training.metrics import classification_metrics
 
     sub = catalogue.subset(rows)
     result = classifier.predict_batch(sub.texts, sub.image_paths)
@@ -75,8 +76,8 @@ def _macro_f1(classifier, catalogue, rows) -> float:
 
 
 def bench_active(catalogue, seeds=(0, 1, 2)) -> dict:
-    from core.catalog import dedup_groups
-    from core.train import split_train_val
+    from core.data.catalogue import dedup_groups
+    from core.training.trainer import split_train_val
 
     rows = np.flatnonzero(catalogue.trainable_mask())
     y = np.array([catalogue.classes.index(catalogue.labels[i]) for i in rows])
@@ -110,11 +111,11 @@ def bench_active(catalogue, seeds=(0, 1, 2)) -> dict:
 def bench_retrain(catalogue) -> dict:
     """Import into a fresh database, train once (fills the embedding cache if needed),
     then time the retraining the app does."""
-    from core.auth import User
-    from core.jobs import get_job
-    from core.retrain import start_training
-    from core.store import Store
-    from core.training_data import import_catalogue
+    from core.studio.auth import User
+    from core.studio.jobs import get_job
+    from core.studio.labels import import_catalogue
+    from core.studio.retrain import start_training
+    from core.studio.store import Store
 
     store = Store(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_learning_{os.getpid()}.db")
     admin = User(0, "bench", "admin")

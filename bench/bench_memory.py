@@ -7,7 +7,7 @@ so the PNG files are small but each decodes to SIZE²×3 bytes) and a labelled C
 written to a temporary folder. Then, each in its own process with a fresh STUDIO_HOME:
 
 - import: `python -m core import --data … --quiet` (what an admin runs);
-- batch (unless --no-batch): `core.batch.score_batch` on the same CSV with a tiny model
+- batch (unless --no-batch): `core.studio.batch.score_batch` on the same CSV with a tiny model
   (trained once here like tests/app_home.py, `weights=None`: no download).
 
 The peak resident memory of each process is read from `os.wait4` (ru_maxrss of that child
@@ -36,11 +36,11 @@ WORDS = {"Kitchen": "ceramic mug steel pan", "Toys": "plush bear puzzle blocks",
 BATCH_SCRIPT = """
 import sys
 from pathlib import Path
-from core.auth import User
-from core.batch import score_batch
-from core.catalog import load_catalogue
-from core.classifier import Classifier
-from core.store import Store
+from core.studio.auth import User
+from core.studio.batch import score_batch
+from core.data.catalogue import load_catalogue
+from core.models.classifier import Classifier
+from core.studio.store import Store
 csv_path, bundle = Path(sys.argv[1]), Path(sys.argv[2])
 catalogue = load_catalogue(csv_path, text_cols=["title"], image_col="image", image_dir=csv_path.parent / "images")
 result = score_batch(Store(), Classifier.load(bundle), User.system("bench"), catalogue)

@@ -22,20 +22,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
+from _report import emit  # noqa: E402 - bench/ is the script's folder
 from bench_app import ensure_user, percentiles, products  # noqa: E402
 from browser import browser_page, log_in, streamlit_server  # noqa: E402
-from _report import emit  # noqa: E402 - bench/ is the script's folder
 
 USER, PASSWORD = "bench", "queue-runner-77"
 KEYS = ["a"] * 7 + ["2"] * 2 + ["s"]  # mostly accepts, some picks, a skip now and then
 
 
 def fill_queue(n: int, seed: int) -> None:
-    from core.auth import authenticate
-    from core.classifier import Classifier
-    from core.registry import live_model
-    from core.scoring import score_product
-    from core.store import Store
+    from core.models.classifier import Classifier
+    from core.studio.auth import authenticate
+    from core.studio.registry import live_model
+    from core.studio.scoring import score_product
+    from core.studio.store import Store
 
     store = Store()
     user = authenticate(store, USER, PASSWORD)
@@ -52,9 +52,9 @@ def shown_product(page) -> int:
 
 def server_reference(n: int) -> dict:
     """The same decisions without a browser: claim the next item and accept it."""
-    from core.auth import authenticate
-    from core.review_queue import claim_next, record_review, undo_last
-    from core.store import Store
+    from core.studio.auth import authenticate
+    from core.studio.review_queue import claim_next, record_review, undo_last
+    from core.studio.store import Store
 
     store = Store()
     user = authenticate(store, USER, PASSWORD)
@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from core.serve import prepare
+    from core.cli.serve import prepare
 
     prepare(log=lambda m: print(m, file=sys.stderr))
     ensure_user()

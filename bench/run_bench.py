@@ -39,7 +39,7 @@ def _summary(metrics: dict) -> dict:
 def _fresh_home() -> Path:
     """A throw-away runtime home that keeps the converted backbone weights (a one-off
     conversion, not training) but no embedding cache: training 'from scratch'."""
-    from core.settings import get_settings
+    from core.common.settings import get_settings
 
     home = Path(tempfile.mkdtemp(prefix="bench-home-"))
     weights = get_settings().weights_dir
@@ -49,14 +49,14 @@ def _fresh_home() -> Path:
 
 
 def _flipkart_catalogue():
-    from core.demo import load_demo_catalogue
+    from core.studio.demo import load_demo_catalogue
 
     return load_demo_catalogue(DATA / "flipkart")
 
 
 def bench_flipkart(folds: int = 5) -> dict:
-    from core.catalog import dedup_groups
-    from core.train import TrainConfig, Trainer, _split, evaluation_metrics
+    from core.data.catalogue import dedup_groups
+    from core.training.trainer import TrainConfig, Trainer, _split, evaluation_metrics
 
     catalogue = _flipkart_catalogue()
     texts, labels, paths = catalogue.texts, catalogue.labels, catalogue.image_paths
@@ -102,8 +102,8 @@ def bench_flipkart(folds: int = 5) -> dict:
 
 
 def bench_latency(model_dir: Path, texts, paths, warmup: int = 5, runs: int = 40) -> dict:
-    from core.classifier import Classifier
-    from core.embeddings import EmbeddingCache
+    from core.models.classifier import Classifier
+    from core.models.embeddings import EmbeddingCache
 
     t = time.perf_counter()
     classifier = Classifier.load(model_dir)
@@ -133,9 +133,9 @@ def _text_benchmark(csv: Path, text_col: str, label_col: str) -> dict:
     from sklearn.pipeline import make_pipeline, make_union
     from sklearn.svm import LinearSVC
 
-    from core.catalog import dedup_groups, load_catalogue
-    from core.metrics import classification_metrics
-    from core.train import TrainConfig, Trainer
+    from core.data.catalogue import dedup_groups, load_catalogue
+    from core.training.metrics import classification_metrics
+    from core.training.trainer import TrainConfig, Trainer
 
     catalogue = load_catalogue(csv, text_cols=[text_col], label_col=label_col, require_labels=True)
     keep = np.flatnonzero(catalogue.trainable_mask())

@@ -27,8 +27,8 @@ USERS = {"maria": ("admin", "lead-pass-123"), "rita": ("reviewer", "desk-pass-12
 
 
 def ensure_users() -> None:
-    from core.auth import User, create_user
-    from core.store import Store
+    from core.studio.auth import User, create_user
+    from core.studio.store import Store
 
     store = Store()
     admin = store.one("SELECT id, username FROM users WHERE role = 'admin' ORDER BY id LIMIT 1")
@@ -40,13 +40,13 @@ def ensure_users() -> None:
 
 def ensure_queue_and_suspects(n: int = 30) -> None:
     """Some scored products in the queue and a label check, as after a day of use."""
-    from core.auth import User, authenticate
-    from core.classifier import Classifier
-    from core.registry import live_model
-    from core.review_queue import pending_count
-    from core.scoring import score_product
-    from core.store import Store
-    from core.suspects import start_suspects_job
+    from core.models.classifier import Classifier
+    from core.studio.auth import User, authenticate
+    from core.studio.label_check import start_suspects_job
+    from core.studio.registry import live_model
+    from core.studio.review_queue import pending_count
+    from core.studio.scoring import score_product
+    from core.studio.store import Store
 
     store = Store()
     rita = authenticate(store, "rita", USERS["rita"][1])
@@ -61,7 +61,7 @@ def ensure_queue_and_suspects(n: int = 30) -> None:
 def batch_upload(tmp: Path, rows: int = 20) -> tuple[Path, Path]:
     import pandas as pd
 
-    from core.demo import demo_data_dir
+    from core.studio.demo import demo_data_dir
 
     data = demo_data_dir()
     frame = pd.read_csv(data / "products.csv", dtype=str, keep_default_na=False).sample(rows, random_state=5)
@@ -95,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from core.serve import prepare
+    from core.cli.serve import prepare
 
     prepare(log=lambda m: print(m, file=sys.stderr))
     ensure_users()

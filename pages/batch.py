@@ -1,13 +1,13 @@
 """Batch: a CSV of products (+ a zip of their photos), columns mapped like the CLI's
-flags (guessed from the values by core.columns, confirmed by the user), scored with a
+flags (guessed from the values by core.data.columns, confirmed by the user), scored with a
 progress bar. Every scored product enters the review queue."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.batch import discard_upload, load_staged, score_batch, stage_upload, to_csv_bytes
-from pages._shared import friendly_errors, live_classifier, require_page, store
+from core.studio.batch import discard_upload, load_staged, score_batch, stage_upload, to_csv_bytes
+from pages._ui.shared import friendly_errors, live_classifier, require_page, store
 
 ENCODINGS = ["utf-8", "latin-1", "cp1252", "utf-16"]
 NONE = "(none)"

@@ -10,12 +10,22 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.browse import (DISAGREEMENTS, LABEL_KINDS, ORDERS, STATUSES, BrowseFilters, count_products,
-                         filter_options, matching_ids, product_history, search_products)
-from core.bulk import bulk_accept, get_bulk, preview_bulk_accept, undo_bulk
-from core.export import FORMATS, decision_log, labelled_dataset, table_bytes
-from pages._flash import flash, show_flash
-from pages._shared import friendly_errors, percent, require_page, store
+from core.studio.browse import (
+    DISAGREEMENTS,
+    LABEL_KINDS,
+    ORDERS,
+    STATUSES,
+    BrowseFilters,
+    count_products,
+    filter_options,
+    matching_ids,
+    product_history,
+    search_products,
+)
+from core.studio.bulk import bulk_accept, get_bulk, preview_bulk_accept, undo_bulk
+from core.studio.export import FORMATS, decision_log, labelled_dataset, table_bytes
+from pages._ui.flash import flash, show_flash
+from pages._ui.shared import friendly_errors, percent, require_page, store
 
 user = require_page("monitor")
 st.title("Data browser")

@@ -10,16 +10,16 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.batch import StagedUpload, discard_upload, load_staged, open_folder_csv, stage_upload
-from core.jobs import ACTIVE, latest_job
-from core.compare import compare, promote
-from core.registry import list_models, live_model
-from core.retrain import start_training
-from core.suspects import start_suspects_job
-from core.training_data import import_catalogue, label_conflicts, labelled_products
-from pages._flash import flash, show_flash
-from pages._shared import friendly_errors, load_classifier, percent, require_page, store
+from core.studio.batch import StagedUpload, discard_upload, load_staged, open_folder_csv, stage_upload
+from core.studio.compare import compare, promote
+from core.studio.jobs import ACTIVE, latest_job
+from core.studio.label_check import start_suspects_job
+from core.studio.labels import import_catalogue, label_conflicts, labelled_products
+from core.studio.registry import list_models, live_model
+from core.studio.retrain import start_training
+from pages._ui import charts
+from pages._ui.flash import flash, show_flash
+from pages._ui.shared import friendly_errors, load_classifier, percent, require_page, store
 
 NONE = "(none)"
 IMPORT_MAPPING_KEYS = ("import_text_cols", "import_label_col", "import_level", "import_image_col", "import_id_col",

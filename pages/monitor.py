@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, monitor
-from core.registry import live_model
-from pages._shared import percent, require_page, store
+from core.studio import monitor
+from core.studio.registry import live_model
+from pages._ui import charts
+from pages._ui.shared import percent, require_page, store
 
 require_page("monitor")
 st.title("Monitor")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.review_queue import categories_of, change_decision, my_decisions, undo_last
-from core.store import SETTLING
-from pages._shared import friendly_errors, require_page, store
+from core.studio.review_queue import categories_of, change_decision, my_decisions, undo_last
+from core.studio.store import SETTLING
+from pages._ui.shared import friendly_errors, require_page, store
 
 DECISION_NAMES = {"accept": "Accept", "correct": "Correct", "out_of_scope": "Out of scope", "skip": "Skip"}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts
-from core.review_queue import LOW_CONFIDENCE, record_feedback
-from core.scoring import score_product
-from pages._shared import (
+from core.studio.review_queue import LOW_CONFIDENCE, record_feedback
+from core.studio.scoring import score_product
+from pages._ui import charts
+from pages._ui.shared import (
     friendly_errors,
     honest_percent,
     live_classifier,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.auth import PermissionDenied
-from core.errors import InputError, one_line
-from core.review_queue import (
+from core.common.errors import InputError, one_line
+from core.studio.auth import PermissionDenied
+from core.studio.review_queue import (
     DEFAULT_ORDER,
     ORDER_LABELS,
     SUSPECTS,
@@ -23,7 +23,7 @@ from core.review_queue import (
     suspects_ran,
     undo_last,
 )
-from pages._shared import (
+from pages._ui.shared import (
     focus_key,
     friendly_errors,
     live_classifier,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.team import OUT_OF_SCOPE, disagreements, reviewer_stats, settle_disagreement
-from pages._flash import flash, show_flash
-from pages._shared import friendly_errors, require_page, store
+from core.studio.team import OUT_OF_SCOPE, disagreements, reviewer_stats, settle_disagreement
+from pages._ui.flash import flash, show_flash
+from pages._ui.shared import friendly_errors, require_page, store
 
 user = require_page("users")
 st.title("Team")

@@ -2,7 +2,7 @@
 
 "Change a user" starts from the chosen user's current role and state and sends only what
 the admin changed (a Save that only disables someone never touches their role). Making
-someone an admin asks first. core.auth.set_role refuses to demote or disable yourself or
+someone an admin asks first. core.studio.auth.set_role refuses to demote or disable yourself or
 the last active admin, judged inside its write transaction.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.auth import MIN_PASSWORD_LENGTH, create_user, list_users, set_role
-from core.store import ROLES
-from pages._flash import flash, show_flash
-from pages._shared import friendly_errors, require_page, store
+from core.studio.auth import MIN_PASSWORD_LENGTH, create_user, list_users, set_role
+from core.studio.store import ROLES
+from pages._ui.flash import flash, show_flash
+from pages._ui.shared import friendly_errors, require_page, store
 
 PENDING = "users_pending_admin"  # a grant of admin rights waiting for the admin's "yes"
 

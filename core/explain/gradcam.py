@@ -52,7 +52,7 @@ of a photo above 0.2 (guided-gradcam: 0.002 and 1%). Plain Grad-CAM remains avai
 
 Every map is normalised to [0, 1] by its maximum (an all-zero map means no region
 supports the class), mapped back onto the *original* photo with the inverse
-letterbox geometry (`core.images.letterbox_box`), bilinearly between cell/pixel centres,
+letterbox geometry (`core.common.images.letterbox_box`), bilinearly between cell/pixel centres,
 and normalised again (sampling can miss the exact peak), so its maximum is 1.
 """
 
@@ -62,15 +62,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
-import core.tf_setup  # noqa: F401  (before TensorFlow: logging, KERAS_HOME)
-import keras
-import tensorflow as tf
-
-from core.backbones import IMAGE_SIZE, backbone_spec
-from core.images import letterbox, letterbox_box, open_image
+import core.models.tf_setup  # noqa: F401  (before TensorFlow: logging, KERAS_HOME)
+from core.common.images import letterbox, letterbox_box, open_image
+from core.models.backbones import IMAGE_SIZE, backbone_spec
 
 METHODS = ("guided-density", "guided-gradcam", "gradcam", "gradcam++")
 DEFAULT_METHOD = "guided-density"  # readable on screen and passes the deletion benchmark (module docstring)
@@ -240,7 +239,7 @@ class GradCamResult:
 
 def _chain_after(backbone: keras.Model, layer_name: str) -> list[keras.layers.Layer] | None:
     """The layers after `layer_name` if they form a simple chain ending in the backbone's
-    output (true for every backbone in core.backbones: just global average pooling)."""
+    output (true for every backbone in core.models.backbones: just global average pooling)."""
     layers = list(backbone.layers)
     names = [l.name for l in layers]
     start = names.index(layer_name)
@@ -325,7 +324,7 @@ class GradCam:
 
     @classmethod
     def for_image_model(cls, image_model: Any, **kwargs: Any) -> "GradCam":
-        """From a core.image_model.ImageModel (trained or loaded)."""
+        """From a core.models.image_model.ImageModel (trained or loaded)."""
         if image_model.head is None:
             raise ValueError("the image model has no trained head")
         last_conv = backbone_spec(image_model.spec.name).last_conv

@@ -1,6 +1,6 @@
 """How much of the fused decision came from the description and how much from the photo.
 
-The fusion is linear in the two models' log-probabilities (`core.fusion`), so the fused
+The fusion is linear in the two models' log-probabilities (`core.models.fusion`), so the fused
 logit of every class splits *exactly* into a text part, an image part and a bias. A
 single class's logit means little (softmax ignores shifts), so we explain the
 **margin** that made the decision: the explained class's fused logit minus that of its
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from core.fusion import EPS
+from core.models.fusion import EPS
 
 DECISIVE_SHARE = 2 / 3  # one modality carries at least this share → it "decided"
 NEUTRAL_SHARE = 0.05  # a part below this share of |text| + |image| neither supports nor opposes

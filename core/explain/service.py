@@ -14,7 +14,7 @@ backbone pass serves both the image probabilities and Grad-CAM), and fused with 
 bundle's own Fusion, so the numbers explained are the numbers shown;
 `Classifier.predict` gives the same probabilities (tested).
 
-Bounded for everyone else: the text is cut to the app's one cap (`core.text`); the model
+Bounded for everyone else: the text is cut to the app's one cap (`core.common.text`); the model
 lock is held for the prediction and Grad-CAM (a few forward passes) and, during SHAP,
 for one model batch at a time, so another user's prediction never waits for a whole
 explanation; SHAP has a time budget (`time_budget`) after which it gives a coarse
@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.classifier import Classifier, Prediction
-from core.errors import InputError
+from core.common.errors import InputError
+from core.common.images import open_image
+from core.common.text import MAX_TEXT_CHARS, cut_text
 from core.explain.gradcam import DEFAULT_METHOD, GradCam, GradCamResult, overlay
 from core.explain.modality import ModalityShare, modality_share
 from core.explain.text_shap import MAX_EVALS, OWN_BUDGET, TIME_BUDGET_S, TextShap, TextShapResult, normalise_text
-from core.images import open_image
-from core.text import MAX_TEXT_CHARS, cut_text
+from core.models.classifier import Classifier, Prediction
 
 FILES = ("prediction.json", "gradcam.npy", "gradcam.png", "text_shap.json", "modality_share.json")
 

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any, ContextManager, Sequence
 
 import numpy as np
-
-import core.tf_setup  # noqa: F401  (before TensorFlow)
 import tensorflow as tf
+
+import core.models.tf_setup  # noqa: F401  (before TensorFlow)
 
 SPLIT_PATTERN = r"\W+"
 MAX_EVALS = 300  # hard cap: keeps a 100-word description under ~2 s on 2 CPU cores

@@ -1,0 +1,461 @@
+"""`python -m core …`: the headless face of the engine. Argument parsing only; every
+command is a call into the modules that do the work.
+
+Bad input ends with one line on stderr naming the file, row and column, and exit
+status 2 — never a traceback (`--debug` shows one for bug reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from core.common.errors import InputError, one_line
+from core.studio.store import StoreWriteError, out_of_space
+
+EXIT_BAD_INPUT = 2
+
+
+def _cols(value: str) -> list[str]:
+    cols = [c.strip() for c in value.split(",") if c.strip()]
+    if not cols:
+        raise argparse.ArgumentTypeError("give at least one column name")
+    return cols
+
+
+def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None, required: bool = True) -> None:
+    """The CSV mapping flags shared by train, predict, evaluate and suspects."""
+    p.add_argument("--data", required=required, type=Path, help="catalogue CSV")
+    p.add_argument("--text-cols", required=required, type=_cols, metavar="A[,B…]",
+                   help="text columns, joined in this order")
+    if label is not None:
+        p.add_argument("--label-col", required=label and required, metavar="L", help="label column")
+        p.add_argument("--label-level", type=int, metavar="N",
+                       help='take level N (1 = top) of a category tree like ["A >> B >> C"]')
+    p.add_argument("--image-col", metavar="I", help="column with image file names, paths or URLs")
+    p.add_argument("--image-dir", type=Path, metavar="D", help="folder that relative image names are in")
+    p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from core.models.options import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH, TEXT_ARCHS
+
+    parser = argparse.ArgumentParser(prog="python -m core", description="Catalog Studio engine")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model bundle from a labelled catalogue, or from the app's database")
+    _add_mapping(p, label=True, required=False)
+    p.add_argument("--from-store", action="store_true",
+                   help="train on the database: imported catalogues + reviewers' decisions (latest wins); "
+                        "the new version is registered (made live only if none is)")
+    p.add_argument("--out", type=Path, metavar="MODEL_DIR", help="bundle folder (default with --from-store: "
+                   "models/<version>)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N times (seeds seed…seed+N-1) and report validation metrics as mean ± std; "
+                        "the first seed's bundle is saved")
+    p.add_argument("--text-arch", choices=TEXT_ARCHS, default=DEFAULT_TEXT_ARCH)
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="random backbone weights (offline tests of keras.applications backbones)")
+    p.add_argument("--finetune", action="store_true",
+                   help="also fine-tune the backbone's top block on the photos (slower, sometimes better)")
+    p.add_argument("--folds", type=int, help="folds for the fusion's out-of-fold data (default 5; 3 with "
+                   "--from-store, like the app's retraining)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="held-out share for the bundle's metrics")
+    p.add_argument("--epochs", type=int, help="text model epochs (default: per architecture)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("predict", help="predict categories for a catalogue CSV")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
+    _add_mapping(p, label=None)
+    p.add_argument("--out", required=True, type=Path, metavar="PRED_CSV")
+    p.add_argument("--probabilities", action="store_true", help="add one p:<label> column per class")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a labelled catalogue (JSON on stdout)")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
+    _add_mapping(p, label=True)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("suspects", help="rank catalogue rows by how likely their label is wrong (CSV out)")
+    _add_mapping(p, label=True)
+    p.add_argument("--out", required=True, type=Path, metavar="CSV", help="input rows, most suspect first, "
+                   "with suspect_score, suggested_label, suspected")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
+    p.add_argument("--no-pretrained", action="store_true", help="random backbone weights (offline tests)")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("demo", help="train the demo model on the shared Flipkart catalogue if there is none")
+    p.add_argument("--data-dir", type=Path, help="folder with products.csv and images/ (default: the shared demo)")
+    p.add_argument("--force", action="store_true", help="retrain even if the demo model exists")
+
+    p = sub.add_parser("import", help="import a labelled catalogue into the app's database (as the Models page "
+                       "does); prints what was new, updated and skipped")
+    _add_mapping(p, label=True)
+    p.add_argument("--id-col", metavar="C", help="column with the catalogue's own product ids: a re-import updates "
+                   "those products (default: products are matched by their text and photo)")
+    p.add_argument("--name", help="name of this catalogue in the app (default: the CSV's file name)")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("export", help="write the app's labelled dataset (or its decision log) to CSV or Parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.csv|FILE.parquet")
+    p.add_argument("--decisions", action="store_true", help="the decision log (every decision, undone ones too) "
+                   "instead of the labelled dataset")
+    p.add_argument("--quiet", action="store_true")
+
+    from core.cli.explain import add_parser as add_explain_parser
+
+    add_explain_parser(sub)
+    from core.cli.serve import add_parser as add_serve_parser
+
+    p = sub.add_parser("job-worker", help=argparse.SUPPRESS)  # a background job's process (core.studio.jobs)
+    p.add_argument("job_id", type=int)
+
+    add_serve_parser(sub)
+    _add_users_parser(sub)
+    return parser
+
+
+def _add_users_parser(sub) -> None:
+    """`users`: recovery from the shell by whoever owns the server's files (no log-in: a
+    lost admin password is exactly when nobody can log in). Passwords come on stdin, never
+    as an argument (argv is visible to every user of the machine in `ps`)."""
+    from core.studio.store import ROLES
+
+    p = sub.add_parser("users", help="add a user or reset a password from the shell (password on stdin)")
+    users = p.add_subparsers(dest="users_command", required=True)
+    q = users.add_parser("reset-password", help="set a new password (read from stdin) and end all of the "
+                         "user's sessions")
+    q.add_argument("name", help="username")
+    q = users.add_parser("add", help="add a user; the password is read from stdin")
+    q.add_argument("name", help="username")
+    q.add_argument("--role", required=True, metavar="ROLE", help=f"one of {', '.join(ROLES)}")
+    q.add_argument("--must-change-password", action="store_true",
+                   help="the user must choose a new password at first log-in")
+
+
+def _load(args, *, require_labels: bool):
+    from core.data.catalogue import load_catalogue
+
+    return load_catalogue(
+        args.data, text_cols=args.text_cols, label_col=getattr(args, "label_col", None),
+        label_level=getattr(args, "label_level", None), image_col=args.image_col, image_dir=args.image_dir,
+        encoding=args.encoding, require_labels=require_labels, progress=not args.quiet,
+    )
+
+
+def _report(catalogue, quiet: bool) -> None:
+    if not quiet:
+        for line in catalogue.report.summary_lines():
+            print(line, file=sys.stderr)
+
+
+def _train_config(args, seed: int):
+    from core.training.trainer import TrainConfig
+
+    if not 0 <= args.val_fraction < 0.9:
+        raise InputError(f"--val-fraction must be in [0, 0.9), got {args.val_fraction}")
+    if args.folds is None:
+        from core.studio.retrain import RETRAIN_DEFAULTS
+
+        args.folds = RETRAIN_DEFAULTS["folds"] if args.from_store else 5
+    if args.folds < 2:
+        raise InputError(f"--folds must be 2 or more, got {args.folds}")
+    return TrainConfig(text_arch=args.text_arch, backbone=args.backbone,
+                       weights=None if args.no_pretrained else "imagenet", folds=args.folds,
+                       val_fraction=args.val_fraction, seed=seed, text_epochs=args.epochs, finetune=args.finetune)
+
+
+def _seed_summary(runs: list[dict]) -> dict:
+    """mean ± std of each validation metric over the seeds' runs."""
+    import numpy as np
+
+    out = {}
+    for part in ("fused", "text", "image"):
+        for metric in ("accuracy", "macro_f1"):
+            values = [r[part][metric] for r in runs if r.get(part, {}).get(metric) is not None]
+            if values:
+                out.setdefault(part, {})[metric] = {"mean": round(float(np.mean(values)), 6),
+                                                    "std": round(float(np.std(values)), 6), "n": len(values)}
+    return out
+
+
+def cmd_train(args) -> int:
+    from core.training.trainer import Trainer
+
+    if args.seeds < 1:
+        raise InputError(f"--seeds must be 1 or more, got {args.seeds}")
+    if args.from_store:
+        return _train_from_store(args)
+    missing = [flag for flag, value in (("--data", args.data), ("--text-cols", args.text_cols),
+                                        ("--label-col", args.label_col), ("--out", args.out)) if value is None]
+    if missing:
+        raise InputError(f"train needs {', '.join(missing)} (or --from-store)")
+    catalogue = _load(args, require_labels=True)
+    _report(catalogue, args.quiet)
+    runs, first = [], None
+    for k in range(args.seeds):
+        classifier = Trainer(_train_config(args, args.seed + k), verbose=not args.quiet).fit(catalogue)
+        runs.append(classifier.metadata["metrics"]["validation"])
+        if first is None:
+            first = classifier
+            path = classifier.save(args.out)  # saved at once: a later seed failing keeps it
+    summary = {"model": str(path), "version": first.version, "train_seconds": first.metadata["train_seconds"],
+               "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
+                              for k, v in runs[0].items() if k != "rows"}}
+    if args.seeds > 1:
+        summary["seeds"] = {"seeds": list(range(args.seed, args.seed + args.seeds)), **_seed_summary(runs)}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _train_from_store(args) -> int:
+    from core.studio.auth import User
+    from core.studio.jobs import get_job
+    from core.studio.retrain import start_training
+    from core.studio.store import Store
+
+    if args.data is not None:
+        raise InputError("--from-store trains on the database; leave out --data")
+    store = Store()
+    runs = []
+    for k in range(args.seeds):
+        job_id = start_training(store, User(0, "cli", "admin"), _train_config(args, args.seed + k), background=False,
+                                out=args.out if k == 0 else None)
+        runs.append(get_job(store, job_id)["result"])
+    first = runs[0]
+    summary = {"model": first["path"], "version": first["version"], "registered": True,
+               "trained_from": first.get("trained_from"),
+               "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
+                              for k, v in first["metrics"]["validation"].items() if k != "rows"},
+               "eval_slice": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
+                              for k, v in (first["metrics"].get("eval_slice") or {}).items() if k != "rows"}}
+    if args.seeds > 1:
+        summary["seeds"] = {"seeds": list(range(args.seed, args.seed + args.seeds)),
+                            **_seed_summary([r["metrics"]["validation"] for r in runs])}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_suspects(args) -> int:
+    from core.training.suspects import find_suspects, ranked_frame
+
+    catalogue = _load(args, require_labels=True)
+    _report(catalogue, args.quiet)
+    result = find_suspects(catalogue, folds=args.folds, seed=args.seed, backbone=args.backbone,
+                           weights=None if args.no_pretrained else "imagenet",
+                           on_progress=None if args.quiet else lambda f, m: print(f"{m}…", file=sys.stderr))
+    frame = ranked_frame(catalogue, result)
+    _atomic_write_csv(frame, args.out)
+    if not args.quiet:
+        print(f"wrote {len(frame)} rows to {args.out}: {int(result.flagged.sum())} suspected mislabels "
+              f"(of {len(result.rows)} scored)", file=sys.stderr)
+    return 0
+
+
+def _atomic_write_csv(frame, out: Path) -> None:
+    """Write next to the target and rename, so a failure never leaves half a file
+    (or destroys the previous one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            frame.to_csv(fh, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from core.models.bundle import require_bundle
+    from core.models.classifier import Classifier
+
+    require_bundle(args.model)
+    catalogue = _load(args, require_labels=False)  # bad input fails before TensorFlow loads
+    _report(catalogue, args.quiet)
+    classifier = Classifier.load(args.model)
+    result = classifier.predict_batch(catalogue.texts, catalogue.image_paths, progress=not args.quiet)
+    frame = catalogue.frame.copy()
+    usable = result.has_text | result.has_image
+    top = lambda probs, mask: [result.labels[int(np.argmax(p))] if m else "" for p, m in zip(probs, mask)]  # noqa: E731
+    frame["predicted_label"] = top(result.fused, usable)
+    frame["confidence"] = [f"{float(np.max(p)):.6f}" if m else "" for p, m in zip(result.fused, usable)]
+    frame["text_label"] = top(result.text, result.has_text)
+    frame["image_label"] = top(result.image, result.has_image)
+    if args.probabilities:
+        for j, label in enumerate(result.labels):
+            frame[f"p:{label}"] = [f"{p[j]:.6f}" if m else "" for p, m in zip(result.fused, usable)]
+    _atomic_write_csv(frame, args.out)
+    unusable = np.flatnonzero(~usable) + 1
+    if len(unusable):
+        rows = ", ".join(map(str, unusable[:10])) + (" …" if len(unusable) > 10 else "")
+        print(f"warning: {len(unusable)} row(s) had neither text nor a usable image and were left "
+              f"unpredicted (rows {rows})", file=sys.stderr)
+    if not args.quiet:
+        print(f"wrote {len(frame)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from core.models.bundle import require_bundle
+    from core.models.classifier import Classifier
+    from core.training.trainer import evaluation_metrics
+
+    require_bundle(args.model)
+    catalogue = _load(args, require_labels=False)
+    _report(catalogue, args.quiet)
+    classifier = Classifier.load(args.model)
+    labelled = [i for i, l in enumerate(catalogue.labels) if l is not None]
+    if not labelled:
+        raise InputError(f"{args.data.name}: no row has a label in column '{args.label_col}'")
+    result = classifier.predict_batch([catalogue.texts[i] for i in labelled],
+                                      [catalogue.image_paths[i] for i in labelled], progress=not args.quiet)
+    y_true = [catalogue.labels[i] for i in labelled]
+    metrics = evaluation_metrics(result.labels, y_true, result.fused, result.text, result.has_text,
+                                 result.image, result.has_image)
+    unknown = sorted(set(y_true) - set(result.labels))
+    metrics["rows"].update({"unlabelled": len(catalogue) - len(labelled), "unknown_labels": unknown})
+    metrics["model_version"] = classifier.version
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from dataclasses import asdict
+
+    from core.studio.auth import User
+    from core.studio.labels import import_catalogue
+    from core.studio.store import Store
+
+    name = (args.name or args.data.stem).strip()
+    if not name:
+        raise InputError("--name must not be empty")
+    catalogue = _load(args, require_labels=True)
+    summary = import_catalogue(Store(), User.system("cli"), catalogue, name, id_col=args.id_col)
+    _report(catalogue, args.quiet)  # after the import: bad input ends with its one error line
+    print(json.dumps(asdict(summary), indent=2, ensure_ascii=False))
+    if not args.quiet:
+        print(f"{summary.source}: {summary.line()}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from core.studio.auth import User
+    from core.studio.export import FORMATS, decision_log, labelled_dataset, write_table
+    from core.studio.store import Store
+
+    if args.out.suffix.lower() not in FORMATS:  # before the database is read
+        raise InputError(f"{args.out.name}: unknown extension '{args.out.suffix}'; write a .csv or a .parquet file")
+    user = User.system("cli")
+    frame = decision_log(Store(), user) if args.decisions else labelled_dataset(Store(), user)
+    path = write_table(frame, args.out)
+    what = "decisions" if args.decisions else "products"
+    print(json.dumps({"out": str(path), "rows": len(frame), "what": what}))
+    if not args.quiet:
+        print(f"wrote {len(frame)} {what} to {path}", file=sys.stderr)
+    return 0
+
+
+def _password_from_stdin() -> str:
+    """The new password: the first line of stdin (typed at a hidden prompt on a terminal)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise InputError("the two passwords differ")
+        return first
+    line = sys.stdin.readline()
+    password = line[:-1] if line.endswith("\n") else line
+    if not password:
+        raise InputError("give the new password on stdin (e.g. `read -s PW; printf '%s\\n' \"$PW\" | python -m core "
+                         "users …`)")
+    return password
+
+
+def cmd_users(args) -> int:
+    from core.studio.auth import User, create_user, reset_password
+    from core.studio.store import Store
+
+    store = Store()
+    if args.users_command == "reset-password":
+        user = reset_password(store, args.name, _password_from_stdin(), by=User.system("cli"))
+        print(f"password of {user.username} ({user.role}) reset; all of their sessions ended", file=sys.stderr)
+        return 0
+    first = store.one("SELECT 1 AS x FROM users LIMIT 1") is None  # the first user needs no acting admin
+    user = create_user(store, args.name, _password_from_stdin(), args.role, by=None if first else User.system("cli"),
+                       must_change_password=args.must_change_password)
+    print(f"added {user.username} ({user.role})", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from core.studio.demo import ensure_demo_model
+
+    path = ensure_demo_model(args.data_dir, force=args.force)
+    print(f"demo model ready: {path}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from core.cli.explain import run
+
+    return run(args)
+
+
+def cmd_job_worker(args) -> int:
+    from core.studio.jobs import run_worker
+
+    return run_worker(args.job_id)
+
+
+def cmd_serve(args) -> int:
+    from core.cli.serve import command
+
+    return command(args)
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
+            "explain": cmd_explain, "serve": cmd_serve, "job-worker": cmd_job_worker,
+            "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export, "users": cmd_users}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, StoreWriteError) as exc:
+        if args.debug:
+            raise
+        if out_of_space(exc):
+            print(f"error: the disk is full (or a file size limit was reached): {one_line(exc)}; the step "
+                  "that failed saved nothing", file=sys.stderr)
+        else:
+            print(f"error: {type(exc).__name__}: {one_line(exc)} (run with --debug for details)", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, and a way to see more
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {one_line(exc)} (run with --debug for details)",
+              file=sys.stderr)
+        return 1

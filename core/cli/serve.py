@@ -1,0 +1,93 @@
+"""`python -m core serve`: everything a first run needs, then the Streamlit app.
+
+1. the disk tidied (`tidy_disk`), the database (migrated) and a first admin: from STUDIO_ADMIN_USER/PASSWORD, or a
+   one-time password printed here;
+2. a live model: the demo catalogue (`../shared/data/flipkart`, or STUDIO_DEMO_DATA) is
+   imported once and the demo bundle trained from the database, so its frozen evaluation
+   slice stays unseen; without demo data the app explains how to import one;
+3. `streamlit run streamlit_app.py` in the foreground.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from core.common.settings import REPO_ROOT
+
+SYSTEM = "system"
+
+
+def tidy_disk() -> None:
+    """At start-up: staged uploads abandoned for a day are removed and the URL download
+    cache is trimmed to its size limit, so the disk stays bounded across restarts."""
+    from core.data.catalogue import trim_download_cache
+    from core.studio.batch import remove_stale_uploads
+
+    remove_stale_uploads()
+    trim_download_cache()
+
+
+def prepare(*, demo: bool = True, log=print) -> str | None:
+    """Steps 1 and 2; returns the one-time admin password when one was created."""
+    from core.models.bundle import is_bundle
+    from core.studio.auth import User, ensure_first_admin
+    from core.studio.demo import demo_data_dir, demo_model_dir, load_demo_catalogue
+    from core.studio.registry import sync_models
+    from core.studio.store import Store
+
+    store = Store()
+    tidy_disk()
+    one_time = ensure_first_admin(store)
+    sync_models(store)
+    data = demo_data_dir()
+    if demo and (data / "products.csv").is_file():
+        system = User(0, SYSTEM, "admin")
+        if store.one("SELECT COUNT(*) AS n FROM products WHERE source = 'catalogue:demo'")["n"] == 0:
+            from core.studio.labels import import_catalogue
+
+            summary = import_catalogue(store, system, load_demo_catalogue(data), "demo")
+            log(f"Imported the demo catalogue from {data}: {summary.added} products "
+                f"({summary.eval_rows} frozen for evaluation).")
+        if not is_bundle(demo_model_dir()):
+            # trained from the database, so the frozen evaluation slice stays unseen
+            from core.studio.retrain import start_training
+
+            log("Training the demo model (once; about two minutes)…")
+            start_training(store, system, background=False, out=demo_model_dir())  # registers it
+    elif store.one("SELECT 1 AS x FROM models LIMIT 1") is None:
+        log("No model yet and no demo catalogue: log in as admin and import one on the Models page.")
+    return one_time
+
+
+def run(port: int = 8501, address: str = "127.0.0.1", demo: bool = True) -> int:
+    one_time = prepare(demo=demo)
+    if one_time:
+        print(f"\n  First admin: 'admin', one-time password: {one_time}\n"
+              "  (you will choose your own at first log-in)\n", flush=True)
+    print(f"Catalog Studio on http://{address}:{port}", flush=True)
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
+               "--server.headless", "true", "--server.address", address, "--server.port", str(port),
+               "--browser.gatherUsageStats", "false"]
+    os.chdir(REPO_ROOT)
+    os.execv(sys.executable, command)  # the app replaces this process (Ctrl-C stops it)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="start the app (first admin, demo model, then Streamlit)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 8501)))
+    p.add_argument("--address", default=os.environ.get("STUDIO_ADDRESS", "127.0.0.1"),
+                   help="interface to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--no-demo", action="store_true", help="do not train or import the demo catalogue")
+    p.add_argument("--prepare-only", action="store_true", help="set up, then exit without starting the app")
+
+
+def command(args) -> int:
+    if args.prepare_only:
+        one_time = prepare(demo=not args.no_demo)
+        if one_time:
+            print(f"First admin: 'admin', one-time password: {one_time}")
+        return 0
+    return run(args.port, args.address, demo=not args.no_demo)
+

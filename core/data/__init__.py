@@ -1,0 +1,1 @@
+"""Floor 1: catalogues in — CSV reading, photos (local, zip, URL), category trees, column guesses."""

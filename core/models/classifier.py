@@ -1,0 +1,186 @@
+"""Load a bundle once and predict: `Classifier.load(dir).predict(text=…, image=…)`.
+
+Every prediction carries three probability vectors over the same labels — fused,
+text alone, image alone — so the app can show them side by side and flag when the
+description and the photo disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from core.common.errors import InputError
+from core.common.images import letterbox, open_image
+from core.models import bundle
+from core.models.fusion import Fusion
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    fused: np.ndarray | None
+    text: np.ndarray | None
+    image: np.ndarray | None
+    model_version: str = ""
+
+    def _top(self, probs: np.ndarray | None) -> tuple[str | None, float | None]:
+        if probs is None:
+            return None, None
+        i = int(np.argmax(probs))
+        return self.labels[i], float(probs[i])
+
+    @property
+    def label(self) -> str | None:
+        return self._top(self.fused)[0]
+
+    @property
+    def confidence(self) -> float | None:
+        return self._top(self.fused)[1]
+
+    @property
+    def text_label(self) -> str | None:
+        return self._top(self.text)[0]
+
+    @property
+    def image_label(self) -> str | None:
+        return self._top(self.image)[0]
+
+    @property
+    def disagree(self) -> bool:
+        """Both models present and their top classes differ."""
+        return self.text is not None and self.image is not None and self.text_label != self.image_label
+
+    def top(self, k: int = 3, which: str = "fused") -> list[tuple[str, float]]:
+        probs = getattr(self, which)
+        if probs is None:
+            return []
+        order = np.argsort(-probs)[:k]
+        return [(self.labels[i], float(probs[i])) for i in order]
+
+    def as_dict(self) -> dict:
+        as_map = lambda p: None if p is None else {l: float(v) for l, v in zip(self.labels, p)}  # noqa: E731
+        return {"model_version": self.model_version, "label": self.label, "confidence": self.confidence,
+                "text_label": self.text_label, "image_label": self.image_label, "disagree": self.disagree,
+                "fused": as_map(self.fused), "text": as_map(self.text), "image": as_map(self.image)}
+
+
+@dataclass
+class BatchPrediction:
+    labels: list[str]
+    fused: np.ndarray  # (n, classes); NaN rows where a row had neither text nor image
+    text: np.ndarray
+    image: np.ndarray
+    has_text: np.ndarray
+    has_image: np.ndarray
+    model_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def row(self, i: int) -> Prediction:
+        return Prediction(self.labels, self.fused[i] if (self.has_text[i] or self.has_image[i]) else None,
+                          self.text[i] if self.has_text[i] else None,
+                          self.image[i] if self.has_image[i] else None, self.model_version)
+
+
+class Classifier:
+    """A loaded bundle. Thread-safe: Keras models are not, so inference is serialised."""
+
+    def __init__(self, labels: list[str], text_model=None, image_model=None, fusion: Fusion | None = None,
+                 metadata: dict | None = None, path: Path | None = None):
+        self.labels = labels
+        self.text_model = text_model
+        self.image_model = image_model
+        self.fusion = fusion or Fusion()
+        self.metadata = metadata or {}
+        self.path = path
+        self.verified = False  # set by load(): the files matched the bundle's manifest
+        self._lock = threading.RLock()
+
+    @property
+    def version(self) -> str:
+        return self.metadata.get("version", "")
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Classifier":
+        model_dir = Path(model_dir)
+        bundle.require_bundle(model_dir)
+        try:  # before any file is read: a half-written or changed bundle is refused
+            verified = bundle.verify_bundle(model_dir)
+        except bundle.BundleError as exc:
+            raise InputError(str(exc)) from None
+        from core.models.image_model import ImageModel
+        from core.models.text_model import TextModel
+
+        metadata = bundle.read_metadata(model_dir)
+        labels = json.loads((model_dir / bundle.LABELS).read_text())
+        text = image = None
+        if (model_dir / bundle.TEXT_MODEL).exists():
+            text = TextModel.load(model_dir / bundle.TEXT_MODEL, arch=metadata.get("text_arch", "tfidf"))
+        if (model_dir / bundle.IMAGE_MODEL).exists():
+            image = ImageModel.load(model_dir / bundle.IMAGE_MODEL, backbone=metadata["backbone"])
+        fusion = Fusion.load(model_dir / bundle.FUSION) if (model_dir / bundle.FUSION).exists() else Fusion()
+        loaded = cls(labels, text, image, fusion, metadata, model_dir)
+        loaded.verified = verified  # False: saved before manifests, its files could not be checked
+        return loaded
+
+    def save(self, model_dir: str | Path) -> Path:
+        with bundle.atomic_directory(model_dir) as tmp:
+            bundle.write_json(tmp / bundle.LABELS, self.labels)
+            if self.text_model is not None:
+                self.text_model.save(tmp / bundle.TEXT_MODEL)
+            if self.image_model is not None:
+                self.image_model.save(tmp / bundle.IMAGE_MODEL)
+            self.fusion.save(tmp / bundle.FUSION)
+            bundle.write_json(tmp / bundle.METADATA, self.metadata)
+        self.path = Path(model_dir).resolve()
+        return self.path
+
+    # -- prediction ---------------------------------------------------------------------
+    def _text_probs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        has = np.array([bool(t and str(t).strip()) for t in texts], dtype=bool)
+        probs = np.zeros((len(texts), len(self.labels)), dtype="float32")
+        if self.text_model is not None and has.any():
+            probs[has] = self.text_model.predict_proba([str(texts[i]) for i in np.flatnonzero(has)])
+        else:
+            has[:] = False
+        return probs, has
+
+    def predict(self, text: str | None = None, image=None) -> Prediction:
+        """One product. `image` may be a path, bytes, a file object or a PIL image;
+        a bad image raises InputError (callers show its one-line message)."""
+        if image is not None and not hasattr(image, "mode"):
+            image = open_image(image, what="image")
+        with self._lock:
+            p_text, has_text = self._text_probs([text or ""])
+            p_image = np.zeros_like(p_text)
+            has_image = np.array([image is not None and self.image_model is not None])
+            if has_image[0]:
+                p_image[0] = self.image_model.predict_proba_pixels(letterbox(image)[None])[0]
+        if not (has_text[0] or has_image[0]):
+            raise InputError("nothing to classify: give a description or an image"
+                             + ("" if self.image_model is not None else " (this model has no image part)"))
+        return self._batch(p_text, has_text, p_image, has_image).row(0)
+
+    def predict_batch(self, texts: Sequence[str], image_paths: Sequence[Path | None] | None = None,
+                      *, progress: bool = False, cache=None) -> BatchPrediction:
+        """Many products; images are read from files and their embeddings cached."""
+        n = len(texts)
+        image_paths = list(image_paths) if image_paths is not None else [None] * n
+        with self._lock:
+            p_text, has_text = self._text_probs(texts)
+            p_image = np.zeros_like(p_text)
+            has_image = np.zeros(n, dtype=bool)
+            if self.image_model is not None and any(p is not None for p in image_paths):
+                emb, has_image = self.image_model.embed(image_paths, cache=cache, progress=progress)
+                if has_image.any():
+                    p_image[has_image] = self.image_model.predict_proba_embeddings(emb[has_image])
+        return self._batch(p_text, has_text, p_image, has_image)
+
+    def _batch(self, p_text, has_text, p_image, has_image) -> BatchPrediction:
+        fused = self.fusion.predict_proba(p_text, p_image, has_text, has_image)
+        return BatchPrediction(self.labels, fused, p_text, p_image, has_text, has_image, self.version)

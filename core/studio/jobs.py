@@ -1,0 +1,247 @@
+"""Long work (training) outside the Streamlit script: a worker *process* (or, for plain
+callables, a thread) whose state and progress live in the `jobs` table, so any page,
+another browser or a reload shows it.
+
+Training runs in its own process, not a server thread: Streamlit calls
+`keras.backend.clear_session()` after every script run (every progress poll), which
+resets Keras' layer naming in all threads of the server and broke models being built
+on a training thread ("The name 'dropout' is used 2 times"). A process also keeps the
+UI responsive (no shared GIL) and survives a browser closing.
+
+One job of a kind at a time: the check and the insert share one write transaction. A
+job whose process died (server restart) is marked failed on the next look, from its
+pid and heartbeat, so a crash never leaves a phantom "running" job blocking the next.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from core.common.errors import InputError, one_line
+from core.common.settings import REPO_ROOT, get_settings, strip_credentials
+from core.studio.auth import User, require_current
+from core.studio.store import Store, from_json, to_json, utc_now
+
+ACTIVE = ("queued", "running")
+STALE_SECONDS = 15 * 60  # no heartbeat for this long: the worker is gone
+
+
+class JobBusy(InputError):
+    """Another job of the same kind is running."""
+
+
+@dataclass
+class JobContext:
+    """Handed to the job's function: report progress, which also serves as a heartbeat."""
+    store: Store
+    job_id: int
+
+    def progress(self, fraction: float, stage: str = "", message: str = "") -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE jobs SET progress = ?, stage = ?, message = ?, heartbeat_at = ? WHERE id = ?",
+                       [round(max(0.0, min(1.0, float(fraction))), 4), stage, message, utc_now(), self.job_id])
+
+
+def process_start(pid: int | None) -> str | None:
+    """When process `pid` started, as an opaque stamp (Linux: field 22 of /proc/<pid>/stat,
+    clock ticks since boot; else psutil's create_time when installed); None if unknown.
+    A pid is reused once its process ends: only pid + start time name one process."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            # the command name (field 2) may hold spaces and parentheses: split after its last ")"
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()  # fields[0] is field 3, so field 22 is fields[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}"
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess / AccessDenied: unknown
+        return None
+
+
+def _alive(pid: int | None, started: str | None = None) -> bool:
+    """Is the worker process still running? With its recorded start time, a process
+    that merely got the same pid since (after a restart) is not it."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if started is not None:
+        now = process_start(pid)
+        if now is not None and now != started:
+            return False  # the pid was reused by another process
+    return True
+
+
+def _age_seconds(stamp: str | None) -> float:
+    from datetime import datetime, timezone
+
+    if not stamp:
+        return float("inf")
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
+
+
+def _reap(db, kind: str | None = None) -> None:
+    """Mark jobs whose worker is gone as failed. Our ended worker processes are collected
+    here too (poll() reaps them, so none lingers as a zombie)."""
+    ended = {job_id for job_id, proc in list(_processes.items()) if proc.poll() is not None}
+    for job_id in ended:
+        _processes.pop(job_id, None)
+    sql = "SELECT id, pid, pid_started, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
+    for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall():
+        if row["id"] in ended or row["id"] in _processes:
+            gone = row["id"] in ended  # a worker process that ended without saying so (killed)
+        elif row["pid"] == os.getpid():
+            # ours: running exactly while its worker is registered, however long since its last
+            # heartbeat (embedding many photos reports none); unregistered: this process runs it
+            # no more (e.g. restarted in the same pid namespace)
+            gone = row["id"] not in _threads
+        else:
+            gone = not _alive(row["pid"], row["pid_started"]) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
+        if gone:
+            db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                       ["the worker stopped before finishing (server restart or crash)", utc_now(), row["id"]])
+
+
+_threads: dict[int, threading.Thread] = {}
+_processes: dict[int, subprocess.Popen] = {}
+
+# Work that runs in a worker process, by job kind ("module:function" of work(context, params)).
+WORKERS = {"train": "core.studio.retrain:train_work", "suspects": "core.studio.label_check:store_work"}
+
+
+def _resolve(spec: str) -> Callable[["JobContext", dict], dict]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _execute(store: Store, job_id: int, work: Callable, params: dict, *, reraise: bool) -> None:
+    """Run `work` and record how it ended."""
+    context = JobContext(store, job_id)
+    try:
+        result = work(context, params)
+    except BaseException as exc:  # noqa: BLE001 - whatever happens, the job says so
+        # what is stored is shown to users: no credentials from an environment URI in it
+        error = strip_credentials(one_line(exc)) or type(exc).__name__
+        detail = strip_credentials(traceback.format_exc(limit=8))
+        with store.transaction() as db:
+            db.execute("UPDATE jobs SET state = 'failed', error = ?, result = ?, finished_at = ? WHERE id = ?",
+                       [error, to_json({"traceback": detail}), utc_now(), job_id])
+        if reraise:
+            raise
+    else:
+        with store.transaction() as db:
+            db.execute("UPDATE jobs SET state = 'done', progress = 1.0, stage = 'done', result = ?, "
+                       "finished_at = ? WHERE id = ?", [to_json(result), utc_now(), job_id])
+    finally:
+        _threads.pop(job_id, None)
+
+
+def run_worker(job_id: int, store: Store | None = None) -> int:
+    """Entry point of a worker process (`python -m core job-worker ID`)."""
+    store = store or Store()
+    job = get_job(store, job_id)
+    if job is None:
+        print(f"error: no job {job_id}", file=sys.stderr)
+        return 2
+    _threads[job_id] = threading.current_thread()
+    _execute(store, job_id, _resolve(WORKERS[job["kind"]]), job["params"], reraise=False)
+    return 0 if get_job(store, job_id)["state"] == "done" else 1
+
+
+def start_job(store: Store, user: User, kind: str, params: dict,
+              work: Callable[[JobContext, dict], dict] | None = None, *, permission: str = "train",
+              background: bool = True) -> int:
+    """Record a job and run it: `work(context, params)` on a thread, or, with no `work`,
+    the kind's registered worker (WORKERS) in a worker process; inline when `background`
+    is False (the CLI). Raises JobBusy if one of this kind is active."""
+    user = require_current(store, user, permission)
+    with store.transaction() as db:
+        _reap(db, kind)
+        busy = db.execute("SELECT id, user, created_at FROM jobs WHERE kind = ? AND state IN ('queued', 'running')",
+                          [kind]).fetchone()
+        if busy:
+            raise JobBusy(f"a {kind} job (#{busy['id']}, started by {busy['user']} at {busy['created_at'][:19]}) "
+                          "is still running; wait for it to finish")
+        job_id = db["jobs"].insert({
+            "kind": kind, "state": "running", "stage": "starting", "progress": 0.0, "params": to_json(params),
+            "user": user.username, "pid": os.getpid(), "pid_started": process_start(os.getpid()),
+            "created_at": utc_now(), "started_at": utc_now(),
+            "heartbeat_at": utc_now()}).last_pk
+        store.audit(user.username, f"job.start.{kind}", {"job": job_id, **params}, db=db)
+        # the worker is registered before the row is committed, so no other session's
+        # _reap ever sees the job without it (and fails it while it starts)
+        if work is None and background:
+            log = get_settings().data_dir / "runs" / f"job-{job_id}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "core", "job-worker", str(job_id)], cwd=REPO_ROOT,
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            _processes[job_id] = proc
+            db.execute("UPDATE jobs SET pid = ?, pid_started = ? WHERE id = ?",
+                       [proc.pid, process_start(proc.pid), job_id])
+            return job_id
+        work = work or _resolve(WORKERS[kind])
+        worker = (threading.Thread(target=lambda: _execute(store, job_id, work, params, reraise=False),
+                                   name=f"job-{kind}-{job_id}", daemon=True) if background
+                  else threading.current_thread())
+        _threads[job_id] = worker
+
+    if background:
+        worker.start()
+    else:
+        _execute(store, job_id, work, params, reraise=True)
+    return job_id
+
+
+def _decode(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    return {**row, "params": from_json(row["params"]), "result": from_json(row["result"])}
+
+
+def get_job(store: Store, job_id: int) -> dict | None:
+    return _decode(store.one("SELECT * FROM jobs WHERE id = ?", [job_id]))
+
+
+def latest_job(store: Store, kind: str) -> dict | None:
+    """The newest job of `kind` (dead workers marked failed first)."""
+    with store.transaction() as db:
+        _reap(db, kind)
+    return _decode(store.one("SELECT * FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", [kind]))
+
+
+def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.2) -> dict:
+    """Block until the job ends (tests, CLI)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = get_job(store, job_id)
+        if job and job["state"] not in ACTIVE:
+            return job
+        time.sleep(poll)
+    raise TimeoutError(f"job {job_id} still running after {timeout:.0f} s")
+
+
+def list_jobs(store: Store, kind: str | None = None, limit: int = 20) -> list[dict]:
+    sql = "SELECT * FROM jobs" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
+    return [_decode(r) for r in store.query(sql, [kind, limit] if kind else [limit])]
+

@@ -1,0 +1,162 @@
+"""Aggregations for the Monitor page: how much is scored, how sure the model is, what
+reviewers correct, whether the traffic drifts. Read-only SQL over the store, returned
+as pandas DataFrames that `pages._ui.charts` draws.
+
+Days are UTC calendar days (`substr(created_at, 1, 10)` of the ISO timestamps), and a
+window of `days=30` means today and the 29 days before it; `days=None` means all time.
+Only decisions that settle a product with a category count as reviewed: `accept` and
+`correct`, not undone (a `skip` leaves it in the queue; `out_of_scope` names no category;
+a viewer's `suggest` is not a decision). A review's predicted class is its `old_label`; its final class
+is `new_label` for a correction and `old_label` for an accept. An empty database gives
+empty frames with the documented columns, never an error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from core.studio.store import Store
+
+SETTLED = "('accept', 'correct')"  # review decisions that settle a product
+BOTH_MODELS = "p.text_probs IS NOT NULL AND p.text_probs != 'null' " \
+              "AND p.image_probs IS NOT NULL AND p.image_probs != 'null'"
+FINAL_LABEL = "CASE WHEN r.decision = 'correct' THEN coalesce(r.new_label, r.old_label) ELSE r.old_label END"
+
+
+def since(days: int | None, now: datetime | None = None) -> str | None:
+    """First day (YYYY-MM-DD, UTC) of a window of `days` days ending today; None for all time."""
+    if days is None:
+        return None
+    today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+    return (today - timedelta(days=max(int(days), 1) - 1)).isoformat()
+
+
+def _window(days: int | None, column: str = "p.created_at") -> tuple[str, dict]:
+    start = since(days)
+    return ("", {}) if start is None else (f"substr({column}, 1, 10) >= :since", {"since": start})
+
+
+def _where(*conditions: str) -> str:
+    conditions = tuple(c for c in conditions if c)
+    return "WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+def _frame(rows: list[dict], dtypes: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
+
+
+def _rate(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    return (numerator / denominator.where(denominator > 0)).astype("float64")
+
+
+def predictions_per_day(store: Store, days: int | None = 30) -> pd.DataFrame:
+    """day, predictions, reviewed: predictions made each day, and how many distinct
+    products predicted that day have an accept/correct review."""
+    window, params = _window(days)
+    rows = store.query(f"""
+        SELECT substr(p.created_at, 1, 10) AS day, count(*) AS predictions,
+               count(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id
+                                                AND r.decision IN {SETTLED})
+                              THEN p.product_id END) AS reviewed
+        FROM predictions p {_where(window)}
+        GROUP BY day ORDER BY day""", params)
+    return _frame(rows, {"day": "str", "predictions": "int64", "reviewed": "int64"})
+
+
+def confidence_values(store: Store, days: int | None = 30) -> pd.DataFrame:
+    """confidence, label, model_version of every prediction in the window (oldest first)."""
+    window, params = _window(days)
+    rows = store.query(f"""
+        SELECT p.confidence, p.label, p.model_version FROM predictions p {_where(window)}
+        ORDER BY p.created_at, p.id""", params)
+    return _frame(rows, {"confidence": "float64", "label": "str", "model_version": "str"})
+
+
+def correction_rate_per_class(store: Store) -> pd.DataFrame:
+    """label (the predicted class), reviewed, corrected, rate: of the accept/correct
+    reviews of each predicted class, how many ended on another class."""
+    rows = store.query(f"""
+        SELECT r.old_label AS label, count(*) AS reviewed,
+               sum({FINAL_LABEL} != r.old_label) AS corrected
+        FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
+        GROUP BY r.old_label ORDER BY r.old_label""")
+    frame = _frame(rows, {"label": "str", "reviewed": "int64", "corrected": "int64"})
+    frame["rate"] = _rate(frame["corrected"], frame["reviewed"])
+    return frame
+
+
+def predicted_vs_corrected(store: Store) -> tuple[list[str], list[list[int]]]:
+    """(labels, matrix) over accept/correct reviews, in `classification_metrics`' layout:
+    matrix[i][j] counts products whose final (reviewed) class is labels[i] and whose
+    predicted class was labels[j], so `charts.confusion_heatmap` draws it as is."""
+    rows = store.query(f"""
+        SELECT r.old_label AS predicted, {FINAL_LABEL} AS final, count(*) AS n
+        FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
+        GROUP BY predicted, final""")
+    labels = sorted({row["predicted"] for row in rows} | {row["final"] for row in rows})
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for row in rows:
+        matrix[index[row["final"]]][index[row["predicted"]]] += int(row["n"])
+    return labels, matrix
+
+
+def disagreement_rate(store: Store, days: int | None = 30) -> pd.DataFrame:
+    """day, predictions, both_models, disagreements, rate: per day, how often the
+    description's and the photo's top classes differ, among predictions that had both
+    (rate = disagreements / both_models; NaN on a day without such predictions)."""
+    window, params = _window(days)
+    rows = store.query(f"""
+        SELECT substr(p.created_at, 1, 10) AS day, count(*) AS predictions,
+               coalesce(sum({BOTH_MODELS}), 0) AS both_models,
+               coalesce(sum(({BOTH_MODELS}) AND p.disagree = 1), 0) AS disagreements
+        FROM predictions p {_where(window)}
+        GROUP BY day ORDER BY day""", params)
+    frame = _frame(rows, {"day": "str", "predictions": "int64", "both_models": "int64", "disagreements": "int64"})
+    frame["rate"] = _rate(frame["disagreements"], frame["both_models"])
+    return frame
+
+
+def summary(store: Store) -> dict:
+    """All-time totals for the page's headline numbers. `products`: products with at
+    least one prediction; `pending`: those without an accept/correct review yet; rates
+    are None while their denominator is zero."""
+    row = store.one(f"""
+        SELECT (SELECT count(*) FROM predictions) AS predictions,
+               (SELECT count(DISTINCT product_id) FROM predictions) AS products,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED}) AS reviews,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED}
+                  AND r.old_label IS NOT NULL AND {FINAL_LABEL} != r.old_label) AS corrections,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL)
+                  AS labelled_reviews,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision = 'skip') AS skipped,
+               (SELECT count(DISTINCT p.product_id) FROM predictions p WHERE NOT EXISTS (
+                  SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id AND r.decision IN {SETTLED}))
+                  AS pending,
+               (SELECT count(*) FROM predictions p WHERE {BOTH_MODELS}) AS both_models,
+               (SELECT count(*) FROM predictions p WHERE {BOTH_MODELS} AND p.disagree = 1) AS disagreements""")
+    ratio = lambda n, d: n / d if d else None  # noqa: E731
+    return {"predictions": row["predictions"], "products": row["products"], "reviews": row["reviews"],
+            "corrections": row["corrections"], "skipped": row["skipped"], "pending": row["pending"],
+            "disagreement_rate": ratio(row["disagreements"], row["both_models"]),
+            "correction_rate": ratio(row["corrections"], row["labelled_reviews"])}
+
+
+def class_distribution(store: Store, training_counts: dict[str, int] | None, days: int | None = 30) -> pd.DataFrame:
+    """label, predicted, predicted_share, training_share: each class's share of the
+    predictions in the window beside its share of the training data (the model's
+    `per_class_train` counts), for every class in either; sorted by label."""
+    window, params = _window(days)
+    rows = store.query(f"SELECT p.label, count(*) AS predicted FROM predictions p {_where(window)} "
+                       "GROUP BY p.label", params)
+    predicted = {row["label"]: int(row["predicted"]) for row in rows}
+    training = {str(k): int(v) for k, v in (training_counts or {}).items()}
+    n_pred, n_train = sum(predicted.values()), sum(training.values())
+    out = [{"label": label, "predicted": predicted.get(label, 0),
+            "predicted_share": predicted.get(label, 0) / n_pred if n_pred else 0.0,
+            "training_share": training.get(label, 0) / n_train if n_train else 0.0}
+           for label in sorted(set(predicted) | set(training))]
+    return _frame(out, {"label": "str", "predicted": "int64", "predicted_share": "float64",
+                        "training_share": "float64"})

@@ -1,0 +1,1 @@
+"""Floor 2: fitting models — the trainer, metrics, the suspect-label algorithm, experiment tracking."""
