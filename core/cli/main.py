@@ -41,12 +41,35 @@ def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None, required: bo
     p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
 
 
+# Commands a person runs; the others (job-worker: a background job's own process) work but are
+# not listed (argparse would list a help=SUPPRESS one as "==SUPPRESS==").
+HIDDEN_COMMANDS = frozenset({"job-worker"})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from core.models.options import BACKBONE_NAMES, DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH, TEXT_ARCHS
+    from core.cli.explain import add_parser as add_explain_parser
+    from core.cli.serve import add_parser as add_serve_parser
 
     parser = argparse.ArgumentParser(prog="python -m core", description="Catalog Studio engine")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train_parser, _add_predict_parser, _add_evaluate_parser, _add_suspects_parser,
+                _add_demo_parser, _add_import_parser, _add_export_parser, add_explain_parser,
+                _add_job_worker_parser, add_serve_parser, _add_users_parser):
+        add(sub)
+    sub.metavar = "{" + ",".join(name for name in sub.choices if name not in HIDDEN_COMMANDS) + "}"
+    return parser
+
+
+def _add_backbone(p: argparse.ArgumentParser) -> None:
+    from core.models.options import BACKBONE_NAMES, DEFAULT_BACKBONE
+
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE, metavar="NAME",
+                   help=f"image backbone: {', '.join(BACKBONE_NAMES)} (default {DEFAULT_BACKBONE})")
+
+
+def _add_train_parser(sub) -> None:
+    from core.models.options import DEFAULT_TEXT_ARCH, TEXT_ARCHS
 
     p = sub.add_parser("train", help="train a model bundle from a labelled catalogue, or from the app's database")
     _add_mapping(p, label=True, required=False)
@@ -58,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, metavar="N",
                    help="train N times (seeds seed…seed+N-1) and report validation metrics as mean ± std; "
                         "the first seed's bundle is saved")
-    p.add_argument("--text-arch", choices=TEXT_ARCHS, default=DEFAULT_TEXT_ARCH)
-    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
+    p.add_argument("--text-arch", choices=TEXT_ARCHS, default=DEFAULT_TEXT_ARCH, metavar="ARCH",
+                   help=f"text model: {', '.join(TEXT_ARCHS)} (default {DEFAULT_TEXT_ARCH})")
+    _add_backbone(p)
     p.add_argument("--no-pretrained", action="store_true",
                    help="random backbone weights (offline tests of keras.applications backbones)")
     p.add_argument("--finetune", action="store_true",
@@ -71,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
 
+
+def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict categories for a catalogue CSV")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     _add_mapping(p, label=None)
@@ -78,25 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="add one p:<label> column per class")
     p.add_argument("--quiet", action="store_true")
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled catalogue (JSON on stdout)")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     _add_mapping(p, label=True)
     p.add_argument("--quiet", action="store_true")
 
+
+def _add_suspects_parser(sub) -> None:
     p = sub.add_parser("suspects", help="rank catalogue rows by how likely their label is wrong (CSV out)")
     _add_mapping(p, label=True)
     p.add_argument("--out", required=True, type=Path, metavar="CSV", help="input rows, most suspect first, "
                    "with suspect_score, suggested_label, suspected")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=DEFAULT_BACKBONE)
+    _add_backbone(p)
     p.add_argument("--no-pretrained", action="store_true", help="random backbone weights (offline tests)")
     p.add_argument("--quiet", action="store_true")
 
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="train the demo model on the shared Flipkart catalogue if there is none")
     p.add_argument("--data-dir", type=Path, help="folder with products.csv and images/ (default: the shared demo)")
     p.add_argument("--force", action="store_true", help="retrain even if the demo model exists")
 
+
+def _add_import_parser(sub) -> None:
     p = sub.add_parser("import", help="import a labelled catalogue into the app's database (as the Models page "
                        "does); prints what was new, updated and skipped")
     _add_mapping(p, label=True)
@@ -105,23 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="name of this catalogue in the app (default: the CSV's file name)")
     p.add_argument("--quiet", action="store_true")
 
+
+def _add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="write the app's labelled dataset (or its decision log) to CSV or Parquet")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.csv|FILE.parquet")
     p.add_argument("--decisions", action="store_true", help="the decision log (every decision, undone ones too) "
                    "instead of the labelled dataset")
     p.add_argument("--quiet", action="store_true")
 
-    from core.cli.explain import add_parser as add_explain_parser
 
-    add_explain_parser(sub)
-    from core.cli.serve import add_parser as add_serve_parser
-
-    p = sub.add_parser("job-worker", help=argparse.SUPPRESS)  # a background job's process (core.studio.jobs)
+def _add_job_worker_parser(sub) -> None:
+    """A background job's process (core.studio.jobs starts it); no help: not listed."""
+    p = sub.add_parser("job-worker")
     p.add_argument("job_id", type=int)
-
-    add_serve_parser(sub)
-    _add_users_parser(sub)
-    return parser
 
 
 def _add_users_parser(sub) -> None:
@@ -228,7 +258,7 @@ def _train_from_store(args) -> int:
     store = Store()
     runs = []
     for k in range(args.seeds):
-        job_id = start_training(store, User(0, "cli", "admin"), _train_config(args, args.seed + k), background=False,
+        job_id = start_training(store, User.system("cli"), _train_config(args, args.seed + k), background=False,
                                 out=args.out if k == 0 else None)
         runs.append(get_job(store, job_id)["result"])
     first = runs[0]

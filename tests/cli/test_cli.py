@@ -212,6 +212,47 @@ def test_evaluate_prints_metrics_json(home, model, new_products):
     assert metrics["text"]["accuracy"] >= 0.6 and metrics["fused"]["accuracy"] >= 0.6  # chance: 1/3
 
 
+# --------------------------------------------------------------------------- help
+
+
+VISIBLE_COMMANDS = ["train", "predict", "evaluate", "suspects", "demo", "import", "export", "explain", "serve",
+                    "users"]
+
+
+def test_help_lists_the_commands_a_person_runs_and_no_internal_one():
+    proc = subprocess.run([sys.executable, "-m", "core", "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "SUPPRESS" not in proc.stdout and "job-worker" not in proc.stdout
+    assert "{" + ",".join(VISIBLE_COMMANDS) + "}" in proc.stdout
+    listed = re.findall(r"^    (\S+)\s", proc.stdout, flags=re.M)
+    assert listed == VISIBLE_COMMANDS
+    from core.cli.main import build_parser
+
+    assert build_parser().parse_args(["job-worker", "7"]).job_id == 7  # hidden, still there for the job runner
+
+
+@pytest.mark.parametrize("command, flag, default", [
+    ("train", "--text-arch", "tfidf"), ("train", "--backbone", "efficientnet_lite0"),
+    ("suspects", "--backbone", "efficientnet_lite0"),
+])
+def test_architecture_flags_say_their_choices_and_default(capsys, command, flag, default):
+    from core.cli.main import build_parser
+    from core.models.options import BACKBONE_NAMES, TEXT_ARCHS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    options = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]  # argparse wraps lines
+    line = options[options.index(f"{flag} "):]
+    line = line[:line.find(" --", 3)]  # up to the next flag
+    choices = TEXT_ARCHS if flag == "--text-arch" else BACKBONE_NAMES
+    assert all(choice in line for choice in choices), line
+    assert f"(default {default})" in line, line
+    required = ["--data", "x.csv", "--text-cols", "t", "--label-col", "l", "--out", "o.csv"] * (command == "suspects")
+    args = build_parser().parse_args([command, *required, flag, choices[1]])
+    assert getattr(args, flag[2:].replace("-", "_")) == choices[1]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
