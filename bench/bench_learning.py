@@ -118,7 +118,7 @@ def bench_retrain(catalogue) -> dict:
     from core.studio.store import Store
 
     store = Store(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_learning_{os.getpid()}.db")
-    admin = User(0, "bench", "admin")
+    admin = User.system("bench")
     import_catalogue(store, admin, catalogue, "flipkart")
     timings = []
     for _ in range(2):

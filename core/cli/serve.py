@@ -42,7 +42,7 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
     sync_models(store)
     data = demo_data_dir()
     if demo and (data / "products.csv").is_file():
-        system = User(0, SYSTEM, "admin")
+        system = User.system(SYSTEM)
         if store.one("SELECT COUNT(*) AS n FROM products WHERE source = 'catalogue:demo'")["n"] == 0:
             from core.studio.labels import import_catalogue
 
@@ -90,4 +90,3 @@ def command(args) -> int:
             print(f"First admin: 'admin', one-time password: {one_time}")
         return 0
     return run(args.port, args.address, demo=not args.no_demo)
-

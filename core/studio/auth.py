@@ -84,8 +84,14 @@ class User:
 
     @classmethod
     def system(cls, name: str = "system") -> "User":
-        """The acting user of shell commands run by whoever owns the server's files
-        (`python -m core import|export|train --from-store`): an admin that cannot log in."""
+        """The acting user of code run by whoever owns the server's files, never of a web
+        request: shell commands (`python -m core import|export|train --from-store|users`,
+        as "cli") and the server's own set-up (the demo catalogue and model, as "system").
+
+        It may do everything an admin may (PERMISSIONS["admin"]): whoever can run these
+        commands can edit the database anyway. It has no row (id 0): it cannot log in,
+        cannot be disabled or demoted, and `require_current` judges it on its role alone.
+        `name` is what the audit log and the job list show as the actor."""
         return cls(0, name, "admin")
 
 
@@ -426,4 +432,3 @@ def one_time_password_expired(row: dict) -> bool:
     no longer logs in; `python -m core users reset-password NAME` sets a new one."""
     return bool(row.get("must_change_password") and row.get("password_expires_at")
                 and row["password_expires_at"] < utc_now())
-

@@ -98,8 +98,9 @@ def test_import_by_id_column_updates_changed_labels(tmp_path, cat):
     assert row["true_label"] == new
 
 
-def test_export_shows_a_correction_and_the_decision_log(tmp_path, cat):
-    from core.studio.auth import User
+def test_export_shows_a_correction_and_the_decision_log(tmp_path, cat, monkeypatch):
+    from helpers.studio import cheap_hashes, make_users
+
     from core.studio.review_queue import record_review
 
     home = tmp_path / "home"
@@ -107,7 +108,9 @@ def test_export_shows_a_correction_and_the_decision_log(tmp_path, cat):
     store = store_of(home)
     product = store.one("SELECT id, true_label FROM products ORDER BY id LIMIT 1")
     new = next(c for c in ("Kitchen", "Toys", "Watches") if c != product["true_label"])
-    record_review(store, User(0, "rita", "reviewer"), product["id"], "correct", new_label=new)
+    cheap_hashes(monkeypatch)
+    rita = make_users(store, ("rita", "reviewer"))["rita"]  # a real reviewer: record_review re-reads her row
+    record_review(store, rita, product["id"], "correct", new_label=new)
 
     out = tmp_path / "exports" / "dataset.csv"
     proc = run_cli(home, "export", "--out", out)

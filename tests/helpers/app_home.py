@@ -79,7 +79,7 @@ def import_catalogue_into(built: AppHome) -> int:
 
         catalogue = load_catalogue(built.catalogue_csv, text_cols=["title", "description"], label_col="category",
                                    image_col="image", image_dir=built.catalogue_csv.parent / "images")
-        return import_catalogue(Store(), User(0, "test", "admin"), catalogue, "tiny").added
+        return import_catalogue(Store(), User.system("test"), catalogue, "tiny").added
     finally:
         if previous is None:
             os.environ.pop("STUDIO_HOME", None)
