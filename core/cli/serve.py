@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 
 from core.common.settings import REPO_ROOT
@@ -60,11 +62,40 @@ def prepare(*, demo: bool = True, log=print) -> str | None:
     return one_time
 
 
+def port_in_use(address: str, port: int) -> bool:
+    """Whether a server already listens on address:port. Checked like Streamlit's server
+    binds (SO_REUSEADDR: a stopped server's lingering connections do not count)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def _check_port(address: str, port: int) -> None:
+    """Fail with one line (exit 2) instead of printing a URL that another process answers."""
+    from core.common.errors import InputError
+
+    try:
+        busy = port_in_use(address, port)
+    except OSError as exc:  # e.g. an address this machine does not have, or a port below 1024
+        raise InputError(f"cannot listen on {address} port {port}: {exc.strerror or exc}") from None
+    if busy:
+        raise InputError(f"port {port} is in use (another Catalog Studio?); choose another with --port")
+
+
 def run(port: int = 8501, address: str = "127.0.0.1", demo: bool = True) -> int:
+    _check_port(address, port)  # before preparing, which may train the demo model for minutes
     one_time = prepare(demo=demo)
     if one_time:
         print(f"\n  First admin: 'admin', one-time password: {one_time}\n"
               "  (you will choose your own at first log-in)\n", flush=True)
+    _check_port(address, port)  # and again: something may have taken it meanwhile
     print(f"Catalog Studio on http://{address}:{port}", flush=True)
     command = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
                "--server.headless", "true", "--server.address", address, "--server.port", str(port),

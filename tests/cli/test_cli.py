@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -251,6 +252,33 @@ def test_architecture_flags_say_their_choices_and_default(capsys, command, flag,
     required = ["--data", "x.csv", "--text-cols", "t", "--label-col", "l", "--out", "o.csv"] * (command == "suspects")
     args = build_parser().parse_args([command, *required, flag, choices[1]])
     assert getattr(args, flag[2:].replace("-", "_")) == choices[1]
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def test_serve_on_a_busy_port_says_so_before_any_url(tmp_path):
+    with socket.socket() as server:  # a server already on the port (another Catalog Studio, say)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        proc = run_cli(tmp_path / "home", "serve", "--port", port, "--address", "127.0.0.1", "--no-demo",
+                       timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "http://" not in proc.stdout + proc.stderr
+    assert stderr_lines(proc) == [f"error: port {port} is in use (another Catalog Studio?); choose another with "
+                                  "--port"]
+
+
+def test_port_in_use_tells_a_listening_port_from_a_free_one():
+    from core.cli.serve import port_in_use
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert port_in_use("127.0.0.1", port) and port_in_use("0.0.0.0", port)
+    assert not port_in_use("127.0.0.1", port)
 
 
 # --------------------------------------------------------------------------- bad input
