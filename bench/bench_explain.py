@@ -61,19 +61,19 @@ def _catalogue():
     return load_demo_catalogue(DATA)
 
 
-def _held_out(catalogue, metadata: dict) -> tuple[list[int], bool]:
+def _held_out(catalogue, metadata) -> tuple[list[int], bool]:
     """Catalogue rows of the bundle's validation split (as Trainer.fit made it)."""
-    from core.data.catalogue import dedup_groups
+    from core.data.splits import dedup_groups
     from core.training.trainer import split_train_val
 
-    cfg = metadata.get("config", {})
+    cfg = metadata.config
     keep = np.flatnonzero(catalogue.trainable_mask())
     texts = [catalogue.texts[i] for i in keep]
     raw = [catalogue.labels[i] for i in keep]
     labels = sorted(set(raw))
     y = np.array([labels.index(l) for l in raw])
     _, val = split_train_val(y, dedup_groups(texts), cfg.get("val_fraction", 0.15), cfg.get("seed", 0))
-    matches = len(val) == metadata.get("rows", {}).get("validation", -1) and len(keep) == metadata["rows"]["used"]
+    matches = len(val) == metadata.rows.get("validation", -1) and len(keep) == metadata.rows.get("used")
     return [int(keep[i]) for i in val], bool(matches)
 
 
@@ -122,10 +122,10 @@ def image_deletion(explainer, paths, seed: int, methods: tuple[str, ...] | None 
     """`methods`: the Grad-CAM methods to score, the explainer's default first (its time
     is the one reported as gradcam_seconds_in_loop)."""
     from core.common.images import letterbox, open_image
-    from core.explain.gradcam import METHODS, ImageShap, readability
+    from core.explain.gradcam import DEFAULT_METHOD, METHODS, ImageShap, readability
 
     gradcam, model = explainer.gradcam, explainer.classifier.image_model
-    default = explainer.gradcam_method
+    default = DEFAULT_METHOD
     methods = methods or (default, *[m for m in METHODS if m != default])
     rng = np.random.default_rng(seed)
     drops: dict[str, list[float]] = {m: [] for m in methods}
@@ -297,7 +297,9 @@ def main(argv=None) -> int:
     img = image_deletion(explainer, paths, args.seed, image_shap=args.image_shap)
     txt = text_deletion(explainer, texts, args.seed)
     speed = timings(explainer, long_texts, paths, args.timing_repeats)
-    default = explainer.gradcam_method
+    from core.explain.gradcam import DEFAULT_METHOD
+
+    default = DEFAULT_METHOD
     report = {
         "bench": "explain", "model": str(args.model), "model_version": clf.version,
         "trained_here_seconds": trained_here, "held_out_rows": held_out, "sample_seed": args.seed,

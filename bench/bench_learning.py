@@ -76,7 +76,7 @@ def _macro_f1(classifier, catalogue, rows) -> float:
 
 
 def bench_active(catalogue, seeds=(0, 1, 2)) -> dict:
-    from core.data.catalogue import dedup_groups
+    from core.data.splits import dedup_groups
     from core.training.trainer import split_train_val
 
     rows = np.flatnonzero(catalogue.trainable_mask())

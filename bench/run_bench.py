@@ -55,8 +55,8 @@ def _flipkart_catalogue():
 
 
 def bench_flipkart(folds: int = 5) -> dict:
-    from core.data.catalogue import dedup_groups
-    from core.training.trainer import TrainConfig, Trainer, _split, evaluation_metrics
+    from core.data.splits import dedup_groups, grouped_folds
+    from core.training.trainer import TrainConfig, Trainer, evaluation_metrics
 
     catalogue = _flipkart_catalogue()
     texts, labels, paths = catalogue.texts, catalogue.labels, catalogue.image_paths
@@ -88,7 +88,7 @@ def bench_flipkart(folds: int = 5) -> dict:
     p_text, p_image = np.zeros_like(fused), np.zeros_like(fused)
     has_text, has_image = np.zeros(n, bool), np.zeros(n, bool)
     class_names = sorted(set(labels))
-    for train, test in _split(y, dedup_groups(texts), folds, SEED):
+    for train, test in grouped_folds(y, dedup_groups(texts), folds, SEED):
         sub = catalogue.subset(train)
         clf = Trainer(TrainConfig(val_fraction=0.0, seed=SEED), verbose=False).fit(sub)
         assert clf.labels == class_names
@@ -133,7 +133,9 @@ def _text_benchmark(csv: Path, text_col: str, label_col: str) -> dict:
     from sklearn.pipeline import make_pipeline, make_union
     from sklearn.svm import LinearSVC
 
-    from core.data.catalogue import dedup_groups, load_catalogue
+    from core.data.catalogue import load_catalogue
+
+    from core.data.splits import dedup_groups
     from core.training.metrics import classification_metrics
     from core.training.trainer import TrainConfig, Trainer
 

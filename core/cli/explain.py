@@ -80,8 +80,8 @@ def run(args) -> int:
         print("warning: this model has no image part; the image is ignored", file=sys.stderr)
     if args.text.strip() and classifier.text_model is None and not args.quiet:
         print("warning: this model has no text part; the text is ignored", file=sys.stderr)
-    explainer = explainer_for(classifier, gradcam_method=args.method, max_evals=args.max_evals)
-    explanation = explainer.explain(text=args.text, image=image, class_label=label)
+    explanation = explainer_for(classifier).explain(text=args.text, image=image, class_label=label,
+                                                    method=args.method, max_evals=args.max_evals)
     written = explanation.write(args.out)
     share = explanation.modality
     summary = {

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 
-from core.common.settings import REPO_ROOT
+from core.common.settings import REPO_ROOT, get_settings
 
 SYSTEM = "system"
 
@@ -23,7 +23,7 @@ SYSTEM = "system"
 def tidy_disk() -> None:
     """At start-up: staged uploads abandoned for a day are removed and the URL download
     cache is trimmed to its size limit, so the disk stays bounded across restarts."""
-    from core.data.catalogue import trim_download_cache
+    from core.data.downloads import trim_download_cache
     from core.studio.batch import remove_stale_uploads
 
     remove_stale_uploads()
@@ -107,8 +107,8 @@ def run(port: int = 8501, address: str = "127.0.0.1", demo: bool = True) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="start the app (first admin, demo model, then Streamlit)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 8501)))
-    p.add_argument("--address", default=os.environ.get("STUDIO_ADDRESS", "127.0.0.1"),
+    p.add_argument("--port", type=int, default=get_settings().port)
+    p.add_argument("--address", default=get_settings().address,
                    help="interface to listen on (0.0.0.0 for every interface)")
     p.add_argument("--no-demo", action="store_true", help="do not train or import the demo catalogue")
     p.add_argument("--prepare-only", action="store_true", help="set up, then exit without starting the app")
@@ -121,3 +121,4 @@ def command(args) -> int:
             print(f"First admin: 'admin', one-time password: {one_time}")
         return 0
     return run(args.port, args.address, demo=not args.no_demo)
+

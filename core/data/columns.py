@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from core.data.catalogue import parse_category_tree
+from core.data.category_tree import parse_category_tree
 
 __all__ = ["ColumnGuess", "ColumnStats", "guess_columns", "IMAGE_EXTENSIONS"]
 

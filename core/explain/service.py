@@ -39,7 +39,7 @@ from PIL import Image
 from core.common.errors import InputError
 from core.common.images import open_image
 from core.common.text import MAX_TEXT_CHARS, cut_text
-from core.explain.gradcam import DEFAULT_METHOD, GradCam, GradCamResult, overlay
+from core.explain.gradcam import DEFAULT_METHOD, METHODS, GradCam, GradCamResult, overlay
 from core.explain.modality import ModalityShare, modality_share
 from core.explain.text_shap import MAX_EVALS, OWN_BUDGET, TIME_BUDGET_S, TextShap, TextShapResult, normalise_text
 from core.models.classifier import Classifier, Prediction
@@ -119,14 +119,14 @@ class Explanation:
 
 
 class ProductExplainer:
-    """Everything needed to explain products of one loaded Classifier, built lazily once."""
+    """The heavy set-up for explaining products of one loaded Classifier (traced Grad-CAM
+    graphs, the compiled text-model call, SHAP maskers), built lazily once. It holds no
+    per-explanation options: the method and the evaluation cap are arguments of every
+    `explain` call, so a cached explainer can never answer with another call's options."""
 
-    def __init__(self, classifier: Classifier, *, gradcam_method: str = DEFAULT_METHOD,
-                 max_evals: int = MAX_EVALS, time_budget: float | None = TIME_BUDGET_S):
+    def __init__(self, classifier: Classifier, *, time_budget: float | None = TIME_BUDGET_S):
         self.classifier = classifier
-        self.gradcam_method = gradcam_method
-        self.max_evals = max_evals
-        self.time_budget = time_budget
+        self.time_budget = time_budget  # default of explain(time_budget=...); explainer_for keeps TIME_BUDGET_S
         self._gradcam: GradCam | None = None
         self._text_shap: TextShap | None = None
         self._lock = getattr(classifier, "_lock", None) or threading.RLock()  # Keras is not thread-safe
@@ -134,15 +134,14 @@ class ProductExplainer:
     @property
     def gradcam(self) -> GradCam | None:
         if self._gradcam is None and self.classifier.image_model is not None:
-            self._gradcam = GradCam.for_image_model(self.classifier.image_model, method=self.gradcam_method)
+            self._gradcam = GradCam.for_image_model(self.classifier.image_model)
         return self._gradcam
 
     @property
     def text_shap(self) -> TextShap | None:
         if self._text_shap is None and self.classifier.text_model is not None:
             self._text_shap = TextShap(self.classifier.text_model, self.classifier.labels,
-                                       max_evals=self.max_evals, time_budget=self.time_budget,
-                                       inference_lock=self._lock)
+                                       time_budget=self.time_budget, inference_lock=self._lock)
         return self._text_shap
 
     def class_index(self, label: str) -> int:
@@ -164,12 +163,18 @@ class ProductExplainer:
         return self
 
     def explain(self, text: str | None = None, image: Any = None, class_label: str | None = None, *,
-                gradcam: bool = True, text_shap: bool = True, max_evals: int | None = None,
-                time_budget: float | None = OWN_BUDGET) -> Explanation:
+                method: str = DEFAULT_METHOD, max_evals: int = MAX_EVALS, gradcam: bool = True,
+                text_shap: bool = True, time_budget: float | None = OWN_BUDGET) -> Explanation:
         """Explain one product. `image`: path, bytes, file object or PIL image (bad image →
         InputError). `class_label`: the class to explain (default: the fused top class).
-        `time_budget`: seconds for the whole explanation (default the explainer's; None:
-        unbounded); SHAP gets what the prediction and Grad-CAM left of it."""
+        `method`: the Grad-CAM method (`core.explain.gradcam.METHODS`); `max_evals`: cap on
+        the text SHAP model evaluations. `time_budget`: seconds for the whole explanation
+        (default the explainer's; None: unbounded); SHAP gets what the prediction and
+        Grad-CAM left of it. Every option holds for this call only."""
+        if method not in METHODS:
+            raise ValueError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(METHODS)}")
+        if int(max_evals) < 1:
+            raise ValueError(f"max_evals must be 1 or more, got {max_evals}")
         started = time.perf_counter()
         timings: dict[str, float] = {}
         notes: list[str] = []
@@ -207,14 +212,14 @@ class ProductExplainer:
             cam = None
             if feats is not None and gradcam:
                 t = time.perf_counter()
-                cam = self.gradcam.heatmap(feats, c)
+                cam = self.gradcam.heatmap(feats, c, method=method)
                 timings["gradcam"] = time.perf_counter() - t + t_image  # its forward pass included
         shap_result = None
         if has_text and text_shap:
             t = time.perf_counter()
             budget = self.time_budget if time_budget == OWN_BUDGET else time_budget
             left = None if budget is None else max(0.0, budget - (t - started))
-            shap_result = self.text_shap.explain(text, c, max_evals=max_evals, time_budget=left)
+            shap_result = self.text_shap.explain(text, c, max_evals=int(max_evals), time_budget=left)
             timings["text_shap"] = time.perf_counter() - t
             if shap_result.note:
                 notes.append(shap_result.note)
@@ -230,17 +235,19 @@ _EXPLAINERS: "weakref.WeakKeyDictionary[Classifier, ProductExplainer]" = weakref
 _CACHE_LOCK = threading.Lock()
 
 
-def explainer_for(classifier: Classifier, **kwargs: Any) -> ProductExplainer:
-    """The cached ProductExplainer of this Classifier (created on first use). Keyword
-    arguments only apply when it is created."""
+def explainer_for(classifier: Classifier) -> ProductExplainer:
+    """The cached ProductExplainer of this Classifier (created on first use). It takes no
+    options: pass them to each `explain` call (an option given here once was silently
+    ignored by every later call)."""
     with _CACHE_LOCK:
         explainer = _EXPLAINERS.get(classifier)
         if explainer is None:
-            explainer = _EXPLAINERS[classifier] = ProductExplainer(classifier, **kwargs)
+            explainer = _EXPLAINERS[classifier] = ProductExplainer(classifier)
         return explainer
 
 
 def explain(classifier: Classifier, text: str | None = None, image: Any = None, class_label: str | None = None,
-            **kwargs: Any) -> Explanation:
-    """Explain one product with the classifier's cached explainer (see ProductExplainer.explain)."""
-    return explainer_for(classifier).explain(text=text, image=image, class_label=class_label, **kwargs)
+            **options: Any) -> Explanation:
+    """Explain one product with the classifier's cached explainer; `options` are
+    ProductExplainer.explain's (method, max_evals, time_budget, …), for this call only."""
+    return explainer_for(classifier).explain(text=text, image=image, class_label=class_label, **options)

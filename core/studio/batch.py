@@ -32,7 +32,8 @@ from core.common.errors import InputError, one_line
 from core.common.files import safe_csv_bytes
 from core.common.settings import get_settings
 from core.common.text import MAX_TEXT_CHARS
-from core.data.catalogue import Catalogue, cap_catalogue_texts, load_catalogue, read_csv
+from core.data.catalogue import Catalogue, cap_catalogue_texts, load_catalogue
+from core.data.csv_files import read_csv
 from core.data.columns import ColumnGuess, guess_columns
 from core.models.classifier import Classifier
 from core.studio.auth import User, require_current

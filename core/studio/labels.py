@@ -18,7 +18,8 @@ import pandas as pd
 
 from core.common.errors import InputError
 from core.common.text import MAX_TEXT_CHARS
-from core.data.catalogue import Catalogue, ImportReport, cap_catalogue_texts, normalize_text
+from core.data.catalogue import Catalogue, ImportReport, cap_catalogue_texts
+from core.data.splits import normalize_text
 from core.studio.auth import User, require_current
 from core.studio.scoring import find_product, insert_product
 from core.studio.store import Store, content_key, text_key, utc_now

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from core.common.errors import InputError
-from core.data.catalogue import Catalogue, dedup_groups
+from core.data.catalogue import Catalogue
+from core.data.splits import dedup_groups
 from core.models.options import DEFAULT_BACKBONE
 
 Progress = Callable[[float, str], None]
@@ -45,9 +46,9 @@ class SuspectResult:
 
 
 def _folds(y: np.ndarray, groups: np.ndarray, n: int, seed: int):
-    from core.training.trainer import _split
+    from core.data.splits import grouped_folds
 
-    folds = _split(y, groups, n, seed)
+    folds = grouped_folds(y, groups, n, seed)
     if not folds:
         raise InputError("too few rows per class to find suspects (need at least two per class)")
     return folds

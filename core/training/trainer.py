@@ -15,7 +15,6 @@ import hashlib
 import json
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,8 +24,9 @@ import numpy as np
 
 from core.common.errors import InputError
 from core.common.images import file_hash
-from core.data.catalogue import Catalogue, dedup_groups
-from core.models.bundle import new_version_id, package_versions
+from core.data.catalogue import Catalogue
+from core.data.splits import dedup_groups, grouped_folds, split_train_val
+from core.models.bundle import BundleMetadata, new_version_id, package_versions
 from core.models.options import DEFAULT_BACKBONE, DEFAULT_TEXT_ARCH
 from core.models.tf_setup import seed_everything
 from core.training.metrics import classification_metrics
@@ -52,29 +52,6 @@ class TrainConfig:
     image_epochs: int = 40
     finetune: bool = False  # also train the backbone's top block on pixels (slower)
     finetune_epochs: int = 3
-
-
-def _split(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
-    """Stratified, grouped folds; tolerant of classes smaller than n_splits (the number
-    of folds shrinks to the largest class). Fewer than two possible folds: []."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = min(n_splits, int(np.unique(y, return_counts=True)[1].max()), len(set(groups)))
-    if n_splits < 2:
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only N members"
-        return list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(y, y, groups))
-
-
-def split_train_val(y: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if val_fraction <= 0:
-        return np.arange(len(y)), np.array([], dtype=int)
-    folds = _split(y, groups, max(2, round(1 / val_fraction)), seed)
-    if not folds:
-        return np.arange(len(y)), np.array([], dtype=int)
-    train, val = folds[0]
-    return np.sort(train), np.sort(val)
 
 
 def data_fingerprint(texts, labels, image_paths) -> str:
@@ -117,6 +94,15 @@ class Trainer:
 
         report = self.on_report
         return [ProgressCallback(lambda fraction, _what, message: report(fraction, stage, message), what, *span)]
+
+    def _epoch_lines(self, what: str) -> list:
+        """A Keras callback logging "<what>: epoch e/E · loss …" once an epoch (when verbose):
+        the fits run with verbose=0, as Keras' bar goes to stdout, the CLI's JSON result."""
+        if not self.verbose:
+            return []
+        from core.training.tracking import EpochLog
+
+        return [EpochLog(self.log, what)]
 
     def _text_model(self, num_classes: int):
         from core.models.text_model import TextModel
@@ -192,8 +178,8 @@ class Trainer:
             self.log(f"text model ({cfg.text_arch}) on {len(text_rows)} rows")
             text_model = self._text_model(len(labels)).fit(
                 [texts[i] for i in text_rows], y[text_rows], featurizer=featurizer, features=features,
-                verbose=1 if self.verbose else 0,
-                callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN))
+                callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN)
+                + self._epoch_lines("text model"))
         if image_model is not None:
             rows = train[has_image[train]]
             self._stage("image model", IMAGE_SPAN[0])
@@ -204,13 +190,13 @@ class Trainer:
             if cfg.finetune:
                 self.log(f"fine-tuning the top block of {cfg.backbone} on {len(rows)} images")
                 image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
-                                     verbose=1 if self.verbose else 0)
+                                     callbacks=self._epoch_lines("fine-tuning"))
 
         classifier = Classifier(labels, text_model, image_model, fusion)
         metrics = self._validate(classifier, texts, paths, y, val) if len(val) else {}
         classifier.metadata = self._metadata(catalogue, labels, y, train, val, has_text, has_image, metrics,
                                              fusion, time.time() - started, texts, labels_raw, paths)
-        classifier.metadata["history"] = {  # per-epoch curves of the final fits, for the Models page
+        classifier.metadata.history = {  # per-epoch curves of the final fits, for the Models page
             name: getattr(model, "history", None) or {} for name, model in (("text", text_model), ("image", image_model))
             if model is not None}
         self._stage("done", 1.0)
@@ -221,7 +207,7 @@ class Trainer:
         cfg = self.config
         oof_text = np.zeros((len(y), num_classes), "float32")
         oof_image = np.zeros((len(y), num_classes), "float32")
-        folds = _split(y[train], dedup_groups([texts[i] for i in train]), cfg.folds, cfg.seed + 1)
+        folds = grouped_folds(y[train], dedup_groups([texts[i] for i in train]), cfg.folds, cfg.seed + 1)
         if not folds:
             self.log("too few rows per class for out-of-fold models: fused = text where both exist")
             return None
@@ -262,30 +248,28 @@ class Trainer:
                                   result.text, result.has_text, result.image, result.has_image)
 
     def _metadata(self, catalogue, labels, y, train, val, has_text, has_image, metrics, fusion, seconds,
-                  texts, labels_raw, paths) -> dict:
+                  texts, labels_raw, paths) -> BundleMetadata:
         cfg = self.config
-        return {
-            "format": 1,
-            "version": new_version_id(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data_fingerprint": data_fingerprint(texts, labels_raw, paths),
-            "source": {"path": str(catalogue.source), "text_cols": catalogue.text_cols,
-                       "label_col": catalogue.label_col, "label_level": catalogue.label_level,
-                       "image_col": catalogue.image_col},
-            "rows": {"catalogue": len(catalogue), "used": len(y), "train": len(train), "validation": len(val),
-                     "with_text": int(has_text.sum()), "with_image": int(has_image.sum()),
-                     "per_class": {l: int(n) for l, n in zip(labels, np.bincount(y, minlength=len(labels)))},
-                     "per_class_train": {l: int(n) for l, n in
-                                         zip(labels, np.bincount(y[train], minlength=len(labels)))}},
-            "metrics": {"validation": metrics},
-            "text_arch": cfg.text_arch,
-            "backbone": cfg.backbone,
-            "fusion": {"kind": fusion.kind if fusion.fitted else "single_modality",
-                       "C": fusion.C},
-            "config": asdict(cfg),
-            "train_seconds": round(seconds, 1),
-            "packages": package_versions(),
-        }
+        return BundleMetadata(
+            version=new_version_id(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            data_fingerprint=data_fingerprint(texts, labels_raw, paths),
+            source={"path": str(catalogue.source), "text_cols": catalogue.text_cols,
+                    "label_col": catalogue.label_col, "label_level": catalogue.label_level,
+                    "image_col": catalogue.image_col},
+            rows={"catalogue": len(catalogue), "used": len(y), "train": len(train), "validation": len(val),
+                  "with_text": int(has_text.sum()), "with_image": int(has_image.sum()),
+                  "per_class": {l: int(n) for l, n in zip(labels, np.bincount(y, minlength=len(labels)))},
+                  "per_class_train": {l: int(n) for l, n in
+                                      zip(labels, np.bincount(y[train], minlength=len(labels)))}},
+            metrics={"validation": metrics},
+            text_arch=cfg.text_arch,
+            backbone=cfg.backbone,
+            fusion={"kind": fusion.kind if fusion.fitted else "single_modality", "C": fusion.C},
+            config=asdict(cfg),
+            train_seconds=round(seconds, 1),
+            packages=package_versions(),
+        )
 
 
 def evaluation_metrics(labels, y_true, fused, p_text, has_text, p_image, has_image) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -11,15 +12,11 @@ import pytest
 from PIL import Image
 
 from core.common.errors import InputError
-from core.data.catalogue import (
-    DownloadError,
-    dedup_groups,
-    download_url,
-    join_text,
-    load_catalogue,
-    parse_category_tree,
-    read_csv,
-)
+from core.data.catalogue import join_text, load_catalogue
+from core.data.category_tree import parse_category_tree
+from core.data.csv_files import read_csv
+from core.data.downloads import DownloadError, download_url
+from core.data.splits import dedup_groups
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -88,6 +85,45 @@ def test_read_csv_latin1_under_utf8_names_line_and_offset(tmp_path: Path):
     assert "latin.csv" in msg and "line 3" in msg and f"byte offset {offset}" in msg
     assert "--encoding latin-1" in msg
     assert read_csv(path, encoding="latin-1")["title"].tolist() == ["mug", "café"]
+
+
+UNICODE_CSV = "title,label\nmug,Kitchen\ncafé 日本,Kitchen\n"
+
+
+@pytest.mark.parametrize("bom, codec", [
+    (b"", "utf-16"),  # Python writes the mark, little-endian (as Excel's "Unicode text" does)
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (b"", "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_read_csv_reads_utf16_and_utf32_by_their_byte_order_mark(tmp_path: Path, bom, codec, encoding):
+    path = write(tmp_path / "wide.csv", bom + UNICODE_CSV.encode(codec))
+    frame = read_csv(path, encoding=encoding)  # the mark wins over the (default or wrong) --encoding
+    assert list(frame.columns) == ["title", "label"]
+    assert frame["title"].tolist() == ["mug", "café 日本"] and frame["label"].tolist() == ["Kitchen"] * 2
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_read_csv_utf16_without_mark_names_the_encoding_to_use(tmp_path: Path, codec):
+    path = write(tmp_path / "nomark.csv", UNICODE_CSV.encode(codec))
+    with pytest.raises(InputError) as exc:
+        read_csv(path)  # NUL is valid UTF-8: decoding alone would not fail
+    msg = one_line(exc)
+    assert "nomark.csv" in msg and codec.upper() in msg and f"--encoding {codec}" in msg
+    assert "latin-1" not in msg
+    assert read_csv(path, encoding=codec)["title"].tolist() == ["mug", "café 日本"]
+
+
+def test_read_csv_broken_utf16_names_the_line_and_no_latin1_hint(tmp_path: Path):
+    lone_surrogate = b"\x00\xd8"  # U+D800 with no low half, little-endian
+    data = codecs.BOM_UTF16_LE + "title\nok\n".encode("utf-16-le") + lone_surrogate + "x\n".encode("utf-16-le")
+    path = write(tmp_path / "broken16.csv", data)
+    with pytest.raises(InputError) as exc:
+        read_csv(path)
+    msg = one_line(exc)
+    assert "broken16.csv" in msg and "line 3" in msg and "UTF-16" in msg and "byte-order mark" in msg
+    assert "latin-1" not in msg
 
 
 def test_read_csv_offset_counts_the_bom(tmp_path: Path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.data.catalogue import read_csv
+from core.data.csv_files import read_csv
 from core.data.columns import ColumnGuess, guess_columns, name_words
 
 DATA = Path("/work/shared/data")

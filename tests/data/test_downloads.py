@@ -22,7 +22,9 @@ from typing import Any, Iterator
 import pytest
 from PIL import Image
 
-from core.data.catalogue import DownloadError, download_url, load_catalogue, trim_download_cache
+from core.data.catalogue import load_catalogue
+
+from core.data.downloads import DownloadError, download_url, trim_download_cache
 
 PROXIES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -183,7 +185,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_urls_host(server: S
     """Pinning: the name is resolved once per hop and the socket connects to that checked
     address, so a DNS answer that changes between check and connect (rebinding) cannot
     switch it; the request still names the URL's host."""
-    import core.data.catalogue
+    import core.data.downloads
 
     calls: list[str] = []
     real = socket.getaddrinfo
@@ -195,7 +197,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_urls_host(server: S
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, args[0] if args else 0))]
         return real(host, *args, **kwargs)
 
-    monkeypatch.setattr(core.data.catalogue.socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(core.data.downloads.socket, "getaddrinfo", resolve)
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     monkeypatch.setenv("STUDIO_URL_ALLOWLIST", "shop.example")
     path = download_url(f"http://shop.example:{server.port}/a.png", timeout=3)

@@ -421,6 +421,33 @@ def test_explain_matches_predict_and_caches_per_classifier(loaded, explainer):
     assert only_text.gradcam is None and only_text.modality.mode == "text only"
 
 
+def test_every_call_honours_its_own_options(loaded, explainer):
+    """The explainer is cached per classifier, its options are not: a call with
+    method="gradcam" and max_evals=50 after one with the defaults gets exactly those
+    (it used to get the defaults of whichever call created the cached explainer)."""
+    from core.explain.gradcam import DEFAULT_METHOD
+    from core.explain.service import explain, explainer_for
+
+    rng = random.Random(12)
+    img, _ = square_photo(COLOURS["Blue"], rng)
+    text = keyword_text("Blue", rng)  # 8 words: the default budget is MIN_EVALS (100)
+    first = explain(loaded, text=text, image=img, time_budget=None)
+    assert first.gradcam.method == DEFAULT_METHOD and first.text_shap.evals == 100
+    second = explain(loaded, text=text, image=img, method="gradcam", max_evals=50, time_budget=None)
+    assert explainer_for(loaded) is explainer  # the same cached set-up served both
+    assert second.gradcam.method == "gradcam" and second.text_shap.evals == 50
+    assert second.as_dict()["gradcam"]["method"] == "gradcam"
+    plain = explainer.gradcam.explain(img, second.class_index, method="gradcam")
+    np.testing.assert_allclose(second.gradcam.heatmap, plain.heatmap, atol=1e-5)
+    # and they do not stick either
+    third = explain(loaded, text=text, image=img, time_budget=None)
+    assert third.gradcam.method == DEFAULT_METHOD and third.text_shap.evals == 100
+    with pytest.raises(TypeError):
+        explainer_for(loaded, max_evals=50)  # options here were silently ignored once
+    with pytest.raises(ValueError, match="unknown Grad-CAM method"):
+        explain(loaded, text=text, image=img, method="occlusion")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -465,6 +492,26 @@ def test_cli_writes_every_file(square_bundle, tmp_path, capsys):
     assert summary["label"] == summary["explained_label"] == Classifier.load(square_bundle).predict(text=text).label
     assert json.loads((out / "modality_share.json").read_text())["mode"] == "text only"
     assert not (out / "gradcam.npy").exists() and not (out / "gradcam.png").exists()
+
+
+def test_cli_method_and_max_evals_hold_with_a_case_folded_class(square_bundle, tmp_path, capsys):
+    """`--class blue` (not the label's spelling) makes the explainer before the options are
+    read: --method gradcam --max-evals 50 used to be ignored then (guided-density, 300)."""
+    from core.cli import explain as cli
+    from core.explain.service import explainer_for
+    from core.models.classifier import Classifier
+
+    img, _ = square_photo(COLOURS["Blue"], random.Random(4), size=(200, 150))
+    img.save(tmp_path / "p.png")
+    out = tmp_path / "out"
+    assert cli.run(_args("--model", str(square_bundle), "--text", "azure lamp soft light", "--image",
+                         str(tmp_path / "p.png"), "--class", "blue", "--method", "gradcam", "--max-evals", "50",
+                         "--out", str(out))) == 0
+    assert json.loads(capsys.readouterr().out)["explained_label"] == "Blue"
+    assert json.loads((out / "text_shap.json").read_text())["evals"] == 50
+    expected = explainer_for(Classifier.load(square_bundle)).gradcam.explain(img, CLASSES.index("Blue"),
+                                                                              method="gradcam")
+    np.testing.assert_allclose(np.load(out / "gradcam.npy"), expected.heatmap, atol=1e-5)
 
 
 def test_cli_bad_input(square_bundle, tmp_path):

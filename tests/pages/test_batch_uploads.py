@@ -33,7 +33,7 @@ def flipkart_upload(*, leave_out: int = 0) -> tuple[bytes, bytes, pd.DataFrame]:
     """(csv, zip, frame): the first PER_CLASS rows of each top-level category of the shared
     Flipkart sample, all 15 columns (descriptions of 1,000+ characters), and a zip of their
     photos inside a top folder the CSV does not name. `leave_out` photos are not zipped."""
-    from core.data.catalogue import read_csv
+    from core.data.csv_files import read_csv
 
     frame = read_csv(FLIPKART / "products.csv")
     top = frame["product_category_tree"].str.split(">>").str[0]

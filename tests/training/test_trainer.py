@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.catalogue import dedup_groups
-from core.training.trainer import _split, split_train_val
+from core.data.splits import dedup_groups
+from core.data.splits import grouped_folds, split_train_val
 
 
 @pytest.mark.parametrize("labels", [np.repeat(["Watches", "Toys", "Mugs"], 20), np.repeat([0, 1, 2], 20)])
 def test_folds_never_split_a_duplicated_text(labels):
     texts = [f"product {i // 2}" for i in range(len(labels))]  # every text twice, same label
     groups = dedup_groups(texts)
-    folds = _split(labels, groups, 5, seed=0)
+    folds = grouped_folds(labels, groups, 5, seed=0)
     assert len(folds) == 5
     seen = np.zeros(len(labels), int)
     for train, test in folds:
@@ -25,8 +25,8 @@ def test_folds_never_split_a_duplicated_text(labels):
 
 def test_fold_count_shrinks_to_the_largest_class():
     labels = np.array(["a"] * 3 + ["b"] * 2)
-    assert len(_split(labels, np.arange(5), 5, seed=0)) == 3
-    assert _split(np.array(["a", "b"]), np.arange(2), 5, seed=0) == []
+    assert len(grouped_folds(labels, np.arange(5), 5, seed=0)) == 3
+    assert grouped_folds(np.array(["a", "b"]), np.arange(2), 5, seed=0) == []
 
 
 def test_validation_split_size_and_disjointness():
