@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -33,6 +32,7 @@ from pathlib import Path
 import sqlite_utils
 
 from core.common.errors import InputError
+from core.common.settings import get_settings
 from core.studio.store import ROLES, Store, utc_now
 
 # scrypt cost: OWASP's password storage cheat sheet (N=2**17, r=8, p=1): 128 MiB and
@@ -400,8 +400,8 @@ def ensure_first_admin(store: Store) -> str | None:
     the password came from the environment."""
     if store.one("SELECT 1 AS x FROM users LIMIT 1"):
         return None
-    name = os.environ.get("STUDIO_ADMIN_USER", "").strip() or "admin"
-    password = os.environ.get("STUDIO_ADMIN_PASSWORD", "")
+    settings = get_settings()
+    name, password = settings.admin_user, settings.admin_password
     one_time = not password
     if one_time:
         password = secrets.token_urlsafe(12)
@@ -432,3 +432,4 @@ def one_time_password_expired(row: dict) -> bool:
     no longer logs in; `python -m core users reset-password NAME` sets a new one."""
     return bool(row.get("must_change_password") and row.get("password_expires_at")
                 and row["password_expires_at"] < utc_now())
+

@@ -3,7 +3,6 @@ first run of the app has something to show without any setting."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from core.common.settings import REPO_ROOT, get_settings
@@ -13,8 +12,7 @@ DEMO_MODEL_NAME = "demo"
 
 def demo_data_dir() -> Path:
     """STUDIO_DEMO_DATA, else the workspace's shared Flipkart sample beside the checkout."""
-    env = os.environ.get("STUDIO_DEMO_DATA")
-    return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data" / "flipkart"
+    return get_settings().demo_data or REPO_ROOT.parent / "shared" / "data" / "flipkart"
 
 
 def demo_model_dir() -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 import os
 import secrets
 import threading
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from core.common.settings import get_settings
 from core.studio.auth import User
 from core.studio.store import Store
 
@@ -51,11 +51,8 @@ _secret_lock = threading.Lock()
 
 def idle_seconds() -> float:
     """The idle limit, read on every call so STUDIO_SESSION_IDLE_MINUTES applies at once."""
-    try:
-        minutes = float(os.environ.get("STUDIO_SESSION_IDLE_MINUTES", IDLE_MINUTES_DEFAULT))
-    except ValueError:
-        minutes = IDLE_MINUTES_DEFAULT
-    if not math.isfinite(minutes):  # "nan" would never expire, "inf" is not a limit
+    minutes = get_settings().session_idle_minutes  # None when unset or unreadable ("nan", "inf")
+    if minutes is None:
         minutes = IDLE_MINUTES_DEFAULT
     return max(minutes, 0.0) * 60
 
