@@ -8,6 +8,11 @@ resets Keras' layer naming in all threads of the server and broke models being b
 on a training thread ("The name 'dropout' is used 2 times"). A process also keeps the
 UI responsive (no shared GIL) and survives a browser closing.
 
+A job starts with the function it runs, `work(context, params)`; this module knows no
+job kinds by name. For a worker process, the function's import path ("module:qualname",
+taken from the function itself) is recorded in the job's row and the worker imports it
+from there, so only module-level functions can run in a process.
+
 One job of a kind at a time: the check and the insert share one write transaction. A
 job whose process died (server restart) is marked failed on the next look, from its
 pid and heartbeat, so a crash never leaves a phantom "running" job blocking the next.
@@ -16,6 +21,7 @@ pid and heartbeat, so a crash never leaves a phantom "running" job blocking the 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -124,13 +130,30 @@ def _reap(db, kind: str | None = None) -> None:
 _threads: dict[int, threading.Thread] = {}
 _processes: dict[int, subprocess.Popen] = {}
 
-# Work that runs in a worker process, by job kind ("module:function" of work(context, params)).
-WORKERS = {"train": "core.studio.retrain:train_work", "suspects": "core.studio.label_check:store_work"}
+def work_path(work: Callable) -> str:
+    """The import path of `work` ("module:qualname"), read from the function itself: what
+    a worker process imports. InputError unless it is a Python function and importing
+    that path gives back this very function (a lambda, a nested function, a function of
+    __main__, a partial or a builtin is refused)."""
+    module, qualname = getattr(work, "__module__", None), getattr(work, "__qualname__", None)
+    if not inspect.isfunction(work) or not module or "<" in qualname or module == "__main__":
+        raise InputError(f"{work!r} is not a module-level function: a worker process cannot import it")
+    path = f"{module}:{qualname}"
+    try:
+        found = _import_work(path)
+    except (ImportError, AttributeError):
+        found = None
+    if found is not work:
+        raise InputError(f"{path} does not import back as {work!r}: a worker process cannot run it")
+    return path
 
 
-def _resolve(spec: str) -> Callable[["JobContext", dict], dict]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+def _import_work(path: str) -> Callable[["JobContext", dict], dict]:
+    module, _, qualname = path.partition(":")
+    found = importlib.import_module(module)
+    for name in qualname.split("."):
+        found = getattr(found, name)
+    return found
 
 
 def _execute(store: Store, job_id: int, work: Callable, params: dict, *, reraise: bool) -> None:
@@ -156,23 +179,37 @@ def _execute(store: Store, job_id: int, work: Callable, params: dict, *, reraise
 
 
 def run_worker(job_id: int, store: Store | None = None) -> int:
-    """Entry point of a worker process (`python -m core job-worker ID`)."""
+    """Entry point of a worker process (`python -m core job-worker ID`): runs the function
+    whose import path the job's row records."""
     store = store or Store()
-    job = get_job(store, job_id)
-    if job is None:
-        print(f"error: no job {job_id}", file=sys.stderr)
+    _threads[job_id] = threading.current_thread()  # before any look at the row: this process runs it
+    job = _decode(store.one("SELECT * FROM jobs WHERE id = ?", [job_id]))
+    if job is None or not job.get("work"):
+        _threads.pop(job_id, None)
+        print(f"error: no job {job_id}" if job is None else f"error: job {job_id} records no function to run",
+              file=sys.stderr)
         return 2
-    _threads[job_id] = threading.current_thread()
-    _execute(store, job_id, _resolve(WORKERS[job["kind"]]), job["params"], reraise=False)
+    try:
+        work = _import_work(job["work"])
+    except (ImportError, AttributeError) as exc:
+        work = _cannot_import(job["work"], exc)  # recorded as the job's failure, not left running
+    _execute(store, job_id, work, job["params"], reraise=False)
     return 0 if get_job(store, job_id)["state"] == "done" else 1
 
 
-def start_job(store: Store, user: User, kind: str, params: dict,
-              work: Callable[[JobContext, dict], dict] | None = None, *, permission: str = "train",
-              background: bool = True) -> int:
-    """Record a job and run it: `work(context, params)` on a thread, or, with no `work`,
-    the kind's registered worker (WORKERS) in a worker process; inline when `background`
+def _cannot_import(path: str, exc: BaseException) -> Callable:
+    def fail(context, params):
+        raise InputError(f"cannot import the job's function {path}: {one_line(exc)}")
+    return fail
+
+
+def start_job(store: Store, user: User, work: Callable[[JobContext, dict], dict], params: dict, *, kind: str,
+              permission: str = "train", background: bool = True, process: bool = False) -> int:
+    """Record a job of `kind` and run `work(context, params)`: in a worker process of its
+    own when `process` (`work` must then be a module-level function, whose import path
+    the row records; InputError otherwise), else on a thread; inline when `background`
     is False (the CLI). Raises JobBusy if one of this kind is active."""
+    path = work_path(work) if process else None
     user = require_current(store, user, permission)
     with store.transaction() as db:
         _reap(db, kind)
@@ -183,13 +220,13 @@ def start_job(store: Store, user: User, kind: str, params: dict,
                           "is still running; wait for it to finish")
         job_id = db["jobs"].insert({
             "kind": kind, "state": "running", "stage": "starting", "progress": 0.0, "params": to_json(params),
-            "user": user.username, "pid": os.getpid(), "pid_started": process_start(os.getpid()),
+            "work": path, "user": user.username, "pid": os.getpid(), "pid_started": process_start(os.getpid()),
             "created_at": utc_now(), "started_at": utc_now(),
             "heartbeat_at": utc_now()}).last_pk
         store.audit(user.username, f"job.start.{kind}", {"job": job_id, **params}, db=db)
         # the worker is registered before the row is committed, so no other session's
         # _reap ever sees the job without it (and fails it while it starts)
-        if work is None and background:
+        if process and background:
             log = get_settings().data_dir / "runs" / f"job-{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as out:
@@ -200,7 +237,6 @@ def start_job(store: Store, user: User, kind: str, params: dict,
             db.execute("UPDATE jobs SET pid = ?, pid_started = ? WHERE id = ?",
                        [proc.pid, process_start(proc.pid), job_id])
             return job_id
-        work = work or _resolve(WORKERS[kind])
         worker = (threading.Thread(target=lambda: _execute(store, job_id, work, params, reraise=False),
                                    name=f"job-{kind}-{job_id}", daemon=True) if background
                   else threading.current_thread())

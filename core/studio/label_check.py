@@ -36,4 +36,5 @@ def store_work(context, params: dict) -> dict:
 
 def start_suspects_job(store, user, *, background: bool = True, weights: str | None = "imagenet") -> int:
     """Rank the imported catalogue's labels (a job; results feed the review queue)."""
-    return start_job(store, user, "suspects", {"weights": weights}, background=background)
+    return start_job(store, user, store_work, {"weights": weights}, kind="suspects", background=background,
+                     process=True)

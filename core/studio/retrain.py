@@ -101,4 +101,4 @@ def start_training(store: Store, user: User, config: TrainConfig | None = None, 
     folder (default models/<version>)."""
     config = config or default_config()
     params = {"config": asdict(config), "user": user.username, "out": str(out) if out else None}
-    return start_job(store, user, "train", params, background=background)
+    return start_job(store, user, train_work, params, kind="train", background=background, process=True)

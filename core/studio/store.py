@@ -224,9 +224,16 @@ def _v7_registry_and_jobs(db: sqlite_utils.Database) -> None:
     db["products"].create_index(["text_key", "split"])
 
 
+def _v8_job_work(db: sqlite_utils.Database) -> None:
+    """A job names the function its worker process runs ("module:qualname"), so the job
+    runner knows no job kinds by name."""
+    db["jobs"].add_column("work", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
                                                               _v4_trustworthy_labels, _v5_suspect_opinions,
-                                                              _v6_login_attempts, _v7_registry_and_jobs]
+                                                              _v6_login_attempts, _v7_registry_and_jobs,
+                                                              _v8_job_work]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -103,7 +103,7 @@ def test_a_failed_job_stores_no_credentials(store, monkeypatch):
         raise RuntimeError(f"could not reach {SECRET_URI}")
 
     with pytest.raises(RuntimeError):
-        start_job(store, admin, "train", {}, work, background=False)
+        start_job(store, admin, work, {}, kind="train", background=False)
     with store.read() as db:
         everything = "\n".join(str(v) for row in db.execute("SELECT * FROM jobs").fetchall() for v in tuple(row))
     assert "could not reach https://mlflow.example.com:5000/tracking" in everything

@@ -45,7 +45,7 @@ def test_a_job_whose_pid_was_reused_does_not_block_training(store, stranger):
     looked alive and every training was refused as busy."""
     admin = make_users(store)["admin"]
     reused = running_job(store, stranger.pid, pid_started="1")  # the worker started at another time
-    new = start_job(store, admin, "train", {}, lambda c, p: {"ok": 1}, background=False)
+    new = start_job(store, admin, lambda c, p: {"ok": 1}, {}, kind="train", background=False)
     assert get_job(store, new)["state"] == "done"
     dead = get_job(store, reused)
     assert dead["state"] == "failed" and "stopped before finishing" in dead["error"]
@@ -55,10 +55,10 @@ def test_a_live_worker_with_its_own_start_time_still_blocks(store, stranger):
     admin = make_users(store)["admin"]
     running_job(store, stranger.pid, pid_started=process_start(stranger.pid))
     with pytest.raises(JobBusy, match="still running"):
-        start_job(store, admin, "train", {}, lambda c, p: {}, background=False)
+        start_job(store, admin, lambda c, p: {}, {}, kind="train", background=False)
 
 
 def test_start_job_records_the_worker_start_time(store):
     admin = make_users(store)["admin"]
-    job_id = start_job(store, admin, "suspects", {}, lambda c, p: {}, background=False)
+    job_id = start_job(store, admin, lambda c, p: {}, {}, kind="suspects", background=False)
     assert get_job(store, job_id)["pid_started"] == process_start(os.getpid())

@@ -317,7 +317,7 @@ def blocking_job(store, admin, kind="train") -> tuple[int, threading.Event]:
         assert release.wait(30)
         return {"ok": True}
 
-    job_id = start_job(store, admin, kind, {"test": True}, work)
+    job_id = start_job(store, admin, work, {"test": True}, kind=kind)
     assert started.wait(10)
     return job_id, release
 
@@ -334,9 +334,9 @@ def test_two_trainings_cannot_run_at_once(job_store):
         with pytest.raises(JobBusy, match=rf"#{job_id}.*still running"):
             start_training(store, admin, TrainConfig(**TRAIN_CONFIG))
         with pytest.raises(JobBusy):
-            start_job(store, admin, "train", {}, lambda c, p: {}, background=False)
+            start_job(store, admin, lambda c, p: {}, {}, kind="train", background=False)
         # another kind is not blocked
-        other = start_job(store, admin, "suspects", {}, lambda c, p: {"n": 1}, background=False)
+        other = start_job(store, admin, lambda c, p: {"n": 1}, {}, kind="suspects", background=False)
         assert get_job(store, other)["state"] == "done"
         assert latest_job(store, "train")["id"] == job_id  # still running: not reaped
         assert get_job(store, job_id)["progress"] == 0.5
@@ -380,7 +380,7 @@ def test_a_job_whose_worker_died_is_reaped(job_store):
 
     # start_job reaps too: a phantom "running" job never blocks the next one
     phantom = insert_job(store, "train", dead_pid())
-    new = start_job(store, admin, "train", {}, lambda c, p: {"ok": 1}, background=False)
+    new = start_job(store, admin, lambda c, p: {"ok": 1}, {}, kind="train", background=False)
     assert get_job(store, phantom)["state"] == "failed"
     assert get_job(store, new)["state"] == "done"
 
@@ -438,7 +438,7 @@ def test_a_job_is_not_reaped_between_its_insert_and_its_thread(job_store):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(core.studio.jobs.threading, "Thread", thread_then_look)
-        job_id = start_job(store, admin, "train", {}, lambda c, p: {"ok": 1})
+        job_id = start_job(store, admin, lambda c, p: {"ok": 1}, {}, kind="train")
     job = wait(store, job_id, timeout=30)
     deadline = time.monotonic() + 10
     while not looked and time.monotonic() < deadline:
