@@ -111,7 +111,7 @@ class ImageModel:
         return self.predict_proba_embeddings(self.encode(pixels))
 
     def finetune(self, paths: Sequence[Path], y: np.ndarray, *, epochs: int = 3, learning_rate: float = 1e-4,
-                 verbose: int = 0) -> "ImageModel":
+                 verbose: int = 0, callbacks: list | None = None) -> "ImageModel":
         """Unfreeze the backbone's top block (from `spec.top_block` on, batch-norm layers
         kept frozen) and train it with the fitted head on pixels, mirrored at random.
         Call after fit(); embeddings of the changed backbone get a new cache key."""
@@ -128,7 +128,7 @@ class ImageModel:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         history = model.fit(_PixelBatches(list(paths), np.asarray(y, "int64"), self.batch_size, self.seed),
-                            epochs=epochs, verbose=verbose)
+                            epochs=epochs, verbose=verbose, callbacks=callbacks or [])
         backbone.trainable = False
         self._encode = None  # recompile the forward pass with the new weights
         self.history.update({f"finetune_{k}": [float(v) for v in vs] for k, vs in history.history.items()})

@@ -56,6 +56,17 @@ class ProgressCallback(keras.callbacks.Callback):
         self._send((epoch + 1) / self.epochs, logs, force=True)
 
 
+class EpochLog(ProgressCallback):
+    """ProgressCallback's line, once per finished epoch, to `log` (the CLI's stderr). Keras'
+    own progress bar (fit's verbose=1) writes to stdout, where the CLI prints its JSON result."""
+
+    def __init__(self, log: Callable[[str], None], stage: str):
+        super().__init__(lambda _fraction, _stage, message: log(message), stage, 0.0, 1.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
 def tensorboard(run: str, stage: str) -> keras.callbacks.Callback:
     return keras.callbacks.TensorBoard(str(runs_dir() / run / stage.replace(" ", "_")), write_graph=False,
                                        update_freq="epoch", profile_batch=0)

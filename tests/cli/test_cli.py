@@ -105,8 +105,7 @@ def model(home, work):
     proc = run_cli(home, "train", "--data", data, *MAPPING, "--image-dir", cat.image_dir, "--out", out,
                    "--no-pretrained", "--backbone", "mobilenet_v2", "--folds", "2", "--epochs", "6")
     assert proc.returncode == 0, proc.stderr
-    # stdout: Keras' progress, then the JSON summary
-    summary = json.loads(proc.stdout[proc.stdout.rindex('{\n  "model"'):])
+    summary = json.loads(proc.stdout)  # the summary alone: `train … | jq` works
     assert Path(summary["model"]) == out.resolve()
     assert set(summary["validation"]) == {"fused", "text", "image"}
     return {"dir": out, "summary": summary, "classes": cat.classes, "proc": proc, "rows": len(cat.rows)}
@@ -141,6 +140,15 @@ def test_train_bundle(model):
     assert md["rows"]["with_image"] == 21 - 2  # the truncated image and the bomb left out
     assert json.loads((model["dir"] / "labels.json").read_text()) == model["classes"]
     assert model["summary"]["version"] == md["version"]
+
+
+def test_train_prints_only_its_json_on_stdout_and_progress_on_stderr(model):
+    proc = model["proc"]  # run without --quiet: progress on
+    assert json.loads(proc.stdout) == model["summary"]
+    assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr  # no progress-bar escape codes
+    epochs = [line for line in stderr_lines(proc) if line.startswith("text model: epoch ")]
+    assert [line.split(" · ")[0] for line in epochs] == [f"text model: epoch {e}/6" for e in range(1, 7)]
+    assert all(" · loss " in line and " · accuracy " in line for line in epochs), epochs
 
 
 def test_train_reports_broken_images_and_goes_on(model):
