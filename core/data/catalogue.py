@@ -212,99 +212,155 @@ def _verify_image(path: Path) -> str | None:
     return None
 
 
-def _resolve_images(
-    values: list[str],
-    *,
-    column: str,
-    base_dir: Path,
-    check_images: bool,
-    progress: bool,
-    confine_images: bool,
-) -> tuple[list[Path | None], list[dict[str, Any]], list[int]]:
+def _download_all(urls: list[str], progress: bool) -> dict[str, Path | str]:
+    """Each distinct URL downloaded once (threads: it is network-bound): its file, or why not."""
+    def fetch(url: str) -> tuple[str, Path | str]:
+        try:
+            return url, download_url(url)
+        except DownloadError as exc:
+            return url, exc.reason
+
+    if not urls:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+        return dict(_progress(pool.map(fetch, urls), len(urls), "downloading images", progress))
+
+
+def _local_image(value: str, base_dir: Path, confine_images: bool) -> Path | str:
+    """The file a (non-URL) image value names, or why it cannot be used. Confined (an
+    untrusted upload): no absolute path, nothing outside the image folder."""
+    m = _SCHEME.match(value)
+    if m and len(m.group(1)) > 1:  # "C://..." is a Windows drive, not a scheme
+        return f"unsupported URL scheme '{m.group(1)}'"
+    candidate = Path(value).expanduser()
+    if not candidate.is_absolute():
+        candidate = base_dir / candidate
+    elif confine_images:
+        return "absolute image paths are not allowed here"
+    try:  # a long description given as an image name raises (ENAMETOOLONG) instead of False
+        if confine_images:
+            try:
+                candidate.resolve().relative_to(base_dir.resolve())
+            except ValueError:
+                return "image path points outside the image folder"
+        if not candidate.is_file():
+            return f"is a folder, not an image file: {candidate}" if candidate.is_dir() else f"file not found: {candidate}"
+    except OSError as exc:
+        return f"not a usable file name ({exc.strerror or 'unreadable'}): {value[:60]}…"
+    return candidate
+
+
+def _verify_all(paths: list[Path | None], progress: bool) -> dict[Path, str | None]:
+    """Decode each distinct file once to prove it is a usable image: {path: problem or None}."""
+    distinct = sorted({p for p in paths if p is not None}, key=str)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes without the GIL
+        return dict(zip(distinct, _progress(pool.map(_verify_image, distinct), len(distinct), "checking images",
+                                            progress)))
+
+
+def _resolve_images(values: list[str], *, column: str, base_dir: Path, check_images: bool, progress: bool,
+                    confine_images: bool) -> tuple[list[Path | None], list[dict[str, Any]], list[int]]:
     """Image path per row (None = no usable image), the problems, and rows with no value."""
     paths: list[Path | None] = [None] * len(values)
     problems: dict[int, str] = {}
-    no_image: list[int] = []
-    base_resolved = base_dir.resolve()
-
-    # 1. URLs: download each distinct URL once (threads: it's network-bound).
-    urls = sorted({v for v in values if v.lower().startswith(("http://", "https://"))})
-    fetched: dict[str, Path | str] = {}
-    if urls:
-        def fetch(url: str) -> tuple[str, Path | str]:
-            try:
-                return url, download_url(url)
-            except DownloadError as exc:
-                return url, exc.reason
-
-        with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-            for url, result in _progress(
-                pool.map(fetch, urls), len(urls), "downloading images", progress
-            ):
-                fetched[url] = result
-
-    # 2. Local paths (and downloaded files).
+    no_image = [i + 1 for i, value in enumerate(values) if not value]
+    fetched = _download_all(sorted({v for v in values if v.lower().startswith(("http://", "https://"))}), progress)
     for i, value in enumerate(values):
-        if not value:
-            no_image.append(i + 1)
-            continue
-        if value in fetched:
-            result = fetched[value]
-            if isinstance(result, str):
-                problems[i] = result
+        if value:
+            found = fetched[value] if value in fetched else _local_image(value, base_dir, confine_images)
+            if isinstance(found, str):
+                problems[i] = found
             else:
-                paths[i] = result
-            continue
-        m = _SCHEME.match(value)
-        if m and len(m.group(1)) > 1:  # "C://..." is a Windows drive, not a scheme
-            problems[i] = f"unsupported URL scheme '{m.group(1)}'"
-            continue
-        candidate = Path(value).expanduser()
-        if not candidate.is_absolute():
-            candidate = base_dir / candidate
-        elif confine_images:
-            problems[i] = "absolute image paths are not allowed here"
-            continue
-        try:  # a long description given as an image name raises (ENAMETOOLONG) instead of False
-            if confine_images:
-                try:
-                    candidate.resolve().relative_to(base_resolved)
-                except ValueError:
-                    problems[i] = "image path points outside the image folder"
-                    continue
-            if not candidate.is_file():
-                problems[i] = (
-                    f"is a folder, not an image file: {candidate}"
-                    if candidate.is_dir()
-                    else f"file not found: {candidate}"
-                )
-                continue
-        except OSError as exc:
-            problems[i] = f"not a usable file name ({exc.strerror or 'unreadable'}): {value[:60]}…"
-            continue
-        paths[i] = candidate
-
-    # 3. Decode each distinct file once to prove it is a usable image.
+                paths[i] = found
     if check_images:
-        distinct = sorted({p for p in paths if p is not None}, key=str)
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes without the GIL
-            reasons = dict(
-                zip(
-                    distinct,
-                    _progress(pool.map(_verify_image, distinct), len(distinct), "checking images", progress),
-                )
-            )
+        reasons = _verify_all(paths, progress)
         for i, p in enumerate(paths):
             if p is not None and reasons.get(p):
-                problems[i] = reasons[p]
-                paths[i] = None
-
-    missing = [
-        {"row": i + 1, "column": column, "value": values[i], "reason": reason}
-        for i, reason in sorted(problems.items())
-    ]
+                problems[i], paths[i] = reasons[p], None
+    missing = [{"row": i + 1, "column": column, "value": values[i], "reason": reason}
+               for i, reason in sorted(problems.items())]
     return paths, missing, no_image
+
+
+def _check_mapping(source: Path, text_cols: list[str], label_col: str | None, label_level: int | None,
+                   image_col: str | None, require_labels: bool) -> None:
+    """The flags make sense together (before the file is read)."""
+    if not text_cols and not image_col:
+        raise InputError(f"{source.name}: give at least one text column or an image column")
+    if label_level is not None and label_col is None:
+        raise InputError("--label-level needs a label column")
+    if label_level is not None and int(label_level) < 1:
+        raise InputError(f"--label-level must be 1 or more, got {label_level}")
+    if require_labels and label_col is None:
+        raise InputError(f"{source.name}: training needs a label column")
+
+
+def _read_texts(frame: pd.DataFrame, text_names: list[str]) -> tuple[list[str], list[int], int]:
+    """Each row's text (the text columns joined), the rows with none, and how many repeat an earlier text."""
+    texts = [join_text(row) for row in frame[text_names].to_numpy(dtype=object)] if text_names else [""] * len(frame)
+    seen: set[str] = set()
+    duplicates = 0
+    for key in (normalize_text(t) for t in texts):
+        if key:
+            duplicates += key in seen
+            seen.add(key)
+    return texts, [i + 1 for i, t in enumerate(texts) if not t], duplicates
+
+
+def _read_labels(frame: pd.DataFrame, label_name: str, label_level: int | None, name: str,
+                 notes: list[str]) -> list[str | None]:
+    """Each row's label: the whole value, or one level of a category tree."""
+    raw = [str(v) for v in frame[label_name].tolist()]
+    if label_level is None:
+        labels = [(" ".join(v.split()) or None) for v in raw]
+        trees = sum(1 for v in labels if v and _TREE_SEP in v)
+        if trees and trees >= 0.5 * sum(1 for v in labels if v):
+            notes.append(f"labels in column '{label_name}' look like category trees ('A >> B'); "
+                         "pass a label level to use one level of the tree")
+        return labels
+    level = int(label_level)
+    depths = [len(_tree_parts(v)) for v in raw if v.strip()]
+    if not depths:
+        raise InputError(f"{name}: column '{label_name}' has no labels (every value is empty)")
+    if level > max(depths):
+        raise InputError(f"{name}: --label-level {level} but the deepest category tree in column "
+                         f"'{label_name}' has {_plural(max(depths), 'level')}")
+    return [parse_category_tree(v, level) for v in raw]
+
+
+def _count_classes(labels: list[str | None], label_name: str | None, name: str, require_labels: bool,
+                   notes: list[str]) -> dict[str, int]:
+    """Rows per class, largest first; training needs two classes (and is told about singletons)."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label is not None:
+            counts[label] = counts.get(label, 0) + 1
+    per_class = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    if require_labels:
+        if not per_class:
+            raise InputError(f"{name}: column '{label_name}' has no labels: training needs at least two classes")
+        if len(per_class) < 2:
+            raise InputError(f"{name}: only one class '{next(iter(per_class))}' in column '{label_name}': "
+                             "training needs at least two")
+        tiny = [c for c, k in per_class.items() if k < 2]
+        if tiny:
+            notes.append(f"{_plural(len(tiny), 'class', 'classes')} with a single row: {_quote_list(tiny, 5)}")
+    return per_class
+
+
+def _read_images(frame: pd.DataFrame, image_name: str, base_dir: Path, *, check_images: bool, progress: bool,
+                 confine_images: bool, notes: list[str]) -> tuple[list[Path | None], list[dict[str, Any]], list[int]]:
+    """Each row's photo (see _resolve_images), with a note when no local photo at all was found."""
+    values = [str(v).strip() for v in frame[image_name].tolist()]
+    image_paths, missing, no_image_rows = _resolve_images(values, column=image_name, base_dir=base_dir,
+                                                          check_images=check_images, progress=progress,
+                                                          confine_images=confine_images)
+    local = [i for i, v in enumerate(values) if v and not v.lower().startswith(("http://", "https://"))]
+    if len(local) > 1 and all(image_paths[i] is None for i in local):
+        notes.append(f"none of the {len(local)} local images in column '{image_name}' could be used "
+                     f"(looked under {base_dir}): is the image folder right?")
+    return image_paths, missing, no_image_rows
 
 
 def load_catalogue(
@@ -331,92 +387,19 @@ def load_catalogue(
     that leave the image folder.
     """
     source = Path(path).expanduser()
-    if isinstance(text_cols, str):
-        text_cols = [text_cols]
-    text_cols = list(text_cols)
-    if not text_cols and not image_col:
-        raise InputError(f"{source.name}: give at least one text column or an image column")
-    if label_level is not None and label_col is None:
-        raise InputError("--label-level needs a label column")
-    if label_level is not None and int(label_level) < 1:
-        raise InputError(f"--label-level must be 1 or more, got {label_level}")
-    if require_labels and label_col is None:
-        raise InputError(f"{source.name}: training needs a label column")
-
+    text_cols = [text_cols] if isinstance(text_cols, str) else list(text_cols)
+    _check_mapping(source, text_cols, label_col, label_level, image_col, require_labels)
     frame = read_csv(source, encoding=encoding)
-    name = source.name
-    n = len(frame)
-
+    name, n = source.name, len(frame)
     text_names = [_column(frame, c, "text", source) for c in text_cols]
     label_name = _column(frame, label_col, "label", source) if label_col is not None else None
     image_name = _column(frame, image_col, "image", source) if image_col is not None else None
     notes: list[str] = []
 
-    # Texts.
-    if text_names:
-        cells = frame[text_names].to_numpy(dtype=object)
-        texts = [join_text(row) for row in cells]
-    else:
-        texts = [""] * n
-    empty_rows = [i + 1 for i, t in enumerate(texts) if not t]
-    seen: set[str] = set()
-    duplicates = 0
-    for t in texts:
-        key = normalize_text(t)
-        if not key:
-            continue
-        if key in seen:
-            duplicates += 1
-        seen.add(key)
+    texts, empty_rows, duplicates = _read_texts(frame, text_names)
+    labels = _read_labels(frame, label_name, label_level, name, notes) if label_name is not None else [None] * n
+    per_class = _count_classes(labels, label_name, name, require_labels, notes)
 
-    # Labels.
-    labels: list[str | None] = [None] * n
-    if label_name is not None:
-        raw = [str(v) for v in frame[label_name].tolist()]
-        if label_level is not None:
-            level = int(label_level)
-            depths = [len(_tree_parts(v)) for v in raw if v.strip()]
-            if not depths:
-                raise InputError(f"{name}: column '{label_name}' has no labels (every value is empty)")
-            deepest = max(depths)
-            if level > deepest:
-                raise InputError(
-                    f"{name}: --label-level {level} but the deepest category tree in column "
-                    f"'{label_name}' has {_plural(deepest, 'level')}"
-                )
-            labels = [parse_category_tree(v, level) for v in raw]
-        else:
-            labels = [(" ".join(v.split()) or None) for v in raw]
-            trees = sum(1 for v in labels if v and _TREE_SEP in v)
-            if trees and trees >= 0.5 * sum(1 for v in labels if v):
-                notes.append(
-                    f"labels in column '{label_name}' look like category trees ('A >> B'); "
-                    "pass a label level to use one level of the tree"
-                )
-    per_class_counts: dict[str, int] = {}
-    for label in labels:
-        if label is not None:
-            per_class_counts[label] = per_class_counts.get(label, 0) + 1
-    per_class = dict(sorted(per_class_counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    if require_labels:
-        if not per_class:
-            raise InputError(
-                f"{name}: column '{label_name}' has no labels: training needs at least two classes"
-            )
-        if len(per_class) < 2:
-            only = next(iter(per_class))
-            raise InputError(
-                f"{name}: only one class '{only}' in column '{label_name}': "
-                "training needs at least two"
-            )
-        tiny = [c for c, k in per_class.items() if k < 2]
-        if tiny:
-            notes.append(
-                f"{_plural(len(tiny), 'class', 'classes')} with a single row: {_quote_list(tiny, 5)}"
-            )
-    unlabelled = [i + 1 for i, v in enumerate(labels) if v is None] if label_name else []
-
-    # Images.
     image_paths: list[Path | None] = [None] * n
     missing: list[dict[str, Any]] = []
     no_image_rows: list[int] = []
@@ -424,58 +407,22 @@ def load_catalogue(
         base_dir = Path(image_dir).expanduser() if image_dir is not None else source.parent
         if image_dir is not None and not base_dir.is_dir():
             raise InputError(f"image folder not found: {base_dir}")
-        values = [str(v).strip() for v in frame[image_name].tolist()]
-        image_paths, missing, no_image_rows = _resolve_images(
-            values,
-            column=image_name,
-            base_dir=base_dir,
-            check_images=check_images,
-            progress=progress,
-            confine_images=confine_images,
-        )
-        local = [
-            i for i, v in enumerate(values)
-            if v and not v.lower().startswith(("http://", "https://"))
-        ]
-        if local and all(image_paths[i] is None for i in local) and len(local) > 1:
-            notes.append(
-                f"none of the {len(local)} local images in column '{image_name}' could be used "
-                f"(looked under {base_dir}): is the image folder right?"
-            )
+        image_paths, missing, no_image_rows = _read_images(frame, image_name, base_dir, check_images=check_images,
+                                                           progress=progress, confine_images=confine_images,
+                                                           notes=notes)
 
     usable = [bool(t) or p is not None for t, p in zip(texts, image_paths)]
     report = ImportReport(
-        source=str(source),
-        rows=n,
-        labelled=sum(1 for v in labels if v is not None),
-        per_class=per_class,
-        missing_images=missing,
-        empty_texts=len(empty_rows),
-        empty_text_rows=empty_rows,
-        duplicate_texts=duplicates,
-        unusable_rows=[i + 1 for i, ok in enumerate(usable) if not ok],
-        unlabelled_rows=unlabelled,
-        no_image_rows=no_image_rows,
-        text_columns=text_names,
-        label_column=label_name,
-        label_level=int(label_level) if label_level is not None else None,
-        image_column=image_name,
-        notes=notes,
+        source=str(source), rows=n, labelled=sum(1 for v in labels if v is not None), per_class=per_class,
+        missing_images=missing, empty_texts=len(empty_rows), empty_text_rows=empty_rows,
+        duplicate_texts=duplicates, unusable_rows=[i + 1 for i, ok in enumerate(usable) if not ok],
+        unlabelled_rows=[i + 1 for i, v in enumerate(labels) if v is None] if label_name else [],
+        no_image_rows=no_image_rows, text_columns=text_names, label_column=label_name,
+        label_level=int(label_level) if label_level is not None else None, image_column=image_name, notes=notes,
     )
-    catalogue = Catalogue(
-        source=source,
-        frame=frame,
-        texts=texts,
-        labels=labels,
-        image_paths=image_paths,
-        usable=usable,
-        report=report,
-        text_cols=text_names,
-        label_col=label_name,
-        label_level=report.label_level,
-        image_col=image_name,
-    )
-
+    catalogue = Catalogue(source=source, frame=frame, texts=texts, labels=labels, image_paths=image_paths,
+                          usable=usable, report=report, text_cols=text_names, label_col=label_name,
+                          label_level=report.label_level, image_col=image_name)
     cap_catalogue_texts(catalogue)
     return catalogue
 
