@@ -234,11 +234,11 @@ def cmd_train(args) -> int:
     runs, first = [], None
     for k in range(args.seeds):
         classifier = Trainer(_train_config(args, args.seed + k), verbose=not args.quiet).fit(catalogue)
-        runs.append(classifier.metadata["metrics"]["validation"])
+        runs.append(classifier.metadata.metrics["validation"])
         if first is None:
             first = classifier
             path = classifier.save(args.out)  # saved at once: a later seed failing keeps it
-    summary = {"model": str(path), "version": first.version, "train_seconds": first.metadata["train_seconds"],
+    summary = {"model": str(path), "version": first.version, "train_seconds": first.metadata.train_seconds,
                "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
                               for k, v in runs[0].items() if k != "rows"}}
     if args.seeds > 1:

@@ -2,6 +2,7 @@
 
     MODEL_DIR/
       metadata.json      version, created_at, data fingerprint, counts, metrics, backbone, versions
+                         (read and written as a `BundleMetadata`)
       labels.json        class names, index order of every probability vector
       text_model.keras   raw strings in (absent if the catalogue had no text)
       image_model.keras  pixels in, backbone nested (absent if it had no images)
@@ -26,9 +27,10 @@ import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 METADATA = "metadata.json"
 LABELS = "labels.json"
@@ -36,6 +38,8 @@ TEXT_MODEL = "text_model.keras"
 IMAGE_MODEL = "image_model.keras"
 FUSION = "fusion.json"
 MANIFEST = "manifest.json"
+# The bundle's layout version: written into metadata.json and manifest.json, and a bundle
+# of a newer one is refused on load (this code cannot know what changed in it).
 FORMAT_VERSION = 1
 # What atomic_directory leaves beside the target while it writes (or after a crash):
 # `.<name>.tmp-<random>` (being written) and `.<name>.old-<random>` (the replaced bundle).
@@ -64,7 +68,7 @@ def write_manifest(model_dir: str | Path) -> None:
     """Record the SHA-256 of every file (called last, once everything else is written)."""
     model_dir = Path(model_dir)
     files = {name: _sha256(model_dir / name) for name in _bundle_files(model_dir)}
-    write_json(model_dir / MANIFEST, {"format": 1, "algorithm": "sha256", "files": files})
+    write_json(model_dir / MANIFEST, {"format": FORMAT_VERSION, "algorithm": "sha256", "files": files})
 
 
 def verify_bundle(model_dir: str | Path) -> bool:
@@ -153,9 +157,74 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def read_metadata(model_dir: str | Path) -> dict:
+@dataclass
+class BundleMetadata:
+    """What metadata.json holds, typed so callers read attributes instead of digging
+    into nested dicts. Bundles saved by older versions lack some keys: they read as the
+    defaults here. Keys this code does not know are kept in `extra` and written back."""
+
+    version: str = ""
+    format: int = FORMAT_VERSION
+    created_at: str | None = None
+    data_fingerprint: str | None = None
+    source: dict = field(default_factory=dict)      # the catalogue: path, text/label/image columns
+    rows: dict = field(default_factory=dict)        # counts: used, train, validation, per_class…
+    metrics: dict = field(default_factory=dict)     # split ("validation", "eval_slice") -> model -> metrics
+    text_arch: str = "tfidf"                        # bundles before the key existed were all tfidf
+    backbone: str | None = None
+    fusion: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)      # the training options (TrainConfig as a dict)
+    train_seconds: float | None = None
+    packages: dict = field(default_factory=dict)
+    history: dict | None = None                     # per-epoch curves of the final fits
+    trained_from: dict | None = None                # set when trained from the studio's store
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BundleMetadata":
+        if not isinstance(data, dict):
+            raise ValueError(f"{METADATA} must hold a JSON object, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        if "version" in values:
+            values["version"] = str(values["version"])
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of metadata.json (unset optional keys left out, unknown ones kept)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in out.items() if v is not None}, **self.extra}
+
+    def split_metrics(self, split: str = "validation", model: str = "fused") -> dict:
+        """The metrics of `model` (fused, text, image) on `split`; empty when not measured."""
+        return metrics_of(self.metrics, split, model)
+
+    @property
+    def per_class_train(self) -> dict[str, int]:
+        """Training rows per class (what drift is measured against)."""
+        return self.rows.get("per_class_train") or {}
+
+
+def metrics_of(metrics: dict | None, split: str = "validation", model: str = "fused") -> dict:
+    """`metrics[split][model]`, empty where a split or a model was not measured."""
+    return ((metrics or {}).get(split) or {}).get(model) or {}
+
+
+def check_format(metadata: BundleMetadata, model_dir: str | Path) -> None:
+    """Refuse a bundle written in a newer layout than this code reads."""
+    if int(metadata.format) > FORMAT_VERSION:
+        raise BundleError(f"{model_dir}: bundle format {metadata.format} is newer than this version of "
+                          f"Catalog Studio reads ({FORMAT_VERSION}); upgrade it, or train the model again")
+
+
+def read_metadata(model_dir: str | Path) -> BundleMetadata:
+    """The bundle's metadata.json. OSError when unreadable, ValueError when not JSON or not an object."""
     path = Path(model_dir) / METADATA
-    return json.loads(path.read_text())
+    return BundleMetadata.from_dict(json.loads(path.read_text()))
+
+
+def write_metadata(model_dir: str | Path, metadata: BundleMetadata) -> None:
+    write_json(Path(model_dir) / METADATA, metadata.to_dict())
 
 
 def is_bundle(path: str | Path) -> bool:

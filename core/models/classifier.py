@@ -91,19 +91,19 @@ class Classifier:
     """A loaded bundle. Thread-safe: Keras models are not, so inference is serialised."""
 
     def __init__(self, labels: list[str], text_model=None, image_model=None, fusion: Fusion | None = None,
-                 metadata: dict | None = None, path: Path | None = None):
+                 metadata: bundle.BundleMetadata | None = None, path: Path | None = None):
         self.labels = labels
         self.text_model = text_model
         self.image_model = image_model
         self.fusion = fusion or Fusion()
-        self.metadata = metadata or {}
+        self.metadata = metadata or bundle.BundleMetadata()
         self.path = path
         self.verified = False  # set by load(): the files matched the bundle's manifest
         self._lock = threading.RLock()
 
     @property
     def version(self) -> str:
-        return self.metadata.get("version", "")
+        return self.metadata.version
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "Classifier":
@@ -113,16 +113,24 @@ class Classifier:
             verified = bundle.verify_bundle(model_dir)
         except bundle.BundleError as exc:
             raise InputError(str(exc)) from None
+        try:
+            metadata = bundle.read_metadata(model_dir)
+            bundle.check_format(metadata, model_dir)
+        except bundle.BundleError as exc:
+            raise InputError(str(exc)) from None
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{model_dir}: unreadable {bundle.METADATA} ({exc})") from None
         from core.models.image_model import ImageModel
         from core.models.text_model import TextModel
 
-        metadata = bundle.read_metadata(model_dir)
         labels = json.loads((model_dir / bundle.LABELS).read_text())
         text = image = None
         if (model_dir / bundle.TEXT_MODEL).exists():
-            text = TextModel.load(model_dir / bundle.TEXT_MODEL, arch=metadata.get("text_arch", "tfidf"))
+            text = TextModel.load(model_dir / bundle.TEXT_MODEL, arch=metadata.text_arch)
         if (model_dir / bundle.IMAGE_MODEL).exists():
-            image = ImageModel.load(model_dir / bundle.IMAGE_MODEL, backbone=metadata["backbone"])
+            if not metadata.backbone:
+                raise InputError(f"{model_dir}: {bundle.METADATA} names no backbone for its image model")
+            image = ImageModel.load(model_dir / bundle.IMAGE_MODEL, backbone=metadata.backbone)
         fusion = Fusion.load(model_dir / bundle.FUSION) if (model_dir / bundle.FUSION).exists() else Fusion()
         loaded = cls(labels, text, image, fusion, metadata, model_dir)
         loaded.verified = verified  # False: saved before manifests, its files could not be checked
@@ -136,7 +144,7 @@ class Classifier:
             if self.image_model is not None:
                 self.image_model.save(tmp / bundle.IMAGE_MODEL)
             self.fusion.save(tmp / bundle.FUSION)
-            bundle.write_json(tmp / bundle.METADATA, self.metadata)
+            bundle.write_metadata(tmp, self.metadata)
         self.path = Path(model_dir).resolve()
         return self.path
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.common.errors import InputError
+from core.models.bundle import BundleMetadata
 from core.studio.auth import User, require_current
 from core.studio.labels import as_catalogue, labelled_products
 from core.studio.registry import activate, get_model
@@ -23,11 +24,12 @@ from core.training.metrics import classification_metrics
 DEFAULT_TOLERANCE = 0.01  # macro-F1
 
 
-def comparison_frame(store: Store, *metadatas: dict) -> pd.DataFrame:
+def comparison_frame(store: Store, *metadatas: BundleMetadata | None) -> pd.DataFrame:
     """Evaluation slice + products reviewed after every given model's training cut-off."""
     frame = labelled_products(store)
-    cutoff = max([(m or {}).get("trained_from", {}).get("last_review_id") or 0 for m in metadatas] or [0])
-    if any("trained_from" not in (m or {}) for m in metadatas):
+    trained_from = [m.trained_from if m is not None else None for m in metadatas]
+    cutoff = max([(t or {}).get("last_review_id") or 0 for t in trained_from] or [0])
+    if any(t is None for t in trained_from):
         cutoff = None  # a model trained outside the store: only the frozen slice is safe
     last_review = pd.DataFrame(store.query("SELECT product_id AS id, id AS review_id FROM settled"),
                                columns=["id", "review_id"])

@@ -19,18 +19,19 @@ from pathlib import Path
 
 from core.common.errors import InputError
 from core.common.settings import get_settings
-from core.models.bundle import LEFTOVER_RE, METADATA, BundleError, is_bundle, is_leftover, read_metadata, verify_bundle
+from core.models.bundle import (LEFTOVER_RE, METADATA, BundleError, BundleMetadata, is_bundle, is_leftover,
+                                read_metadata, verify_bundle)
 from core.studio.auth import User, require_current
 from core.studio.store import Store, from_json, to_json, utc_now
 
 
-def _row(path: Path, metadata: dict, created_by: str | None) -> dict:
-    return {"version": metadata["version"], "path": str(path.resolve()), "name": path.name,
-            "metrics": to_json(metadata.get("metrics")), "metadata": to_json(metadata), "active": 0,
-            "created_by": created_by, "created_at": metadata.get("created_at") or utc_now()}
+def _row(path: Path, metadata: BundleMetadata, created_by: str | None) -> dict:
+    return {"version": metadata.version, "path": str(path.resolve()), "name": path.name,
+            "metrics": to_json(metadata.metrics), "metadata": to_json(metadata.to_dict()), "active": 0,
+            "created_by": created_by, "created_at": metadata.created_at or utc_now()}
 
 
-def _read_bundle(path: Path) -> dict:
+def _read_bundle(path: Path) -> BundleMetadata:
     """The bundle's metadata; InputError when `path` holds no readable, versioned bundle."""
     if not is_bundle(path):
         raise InputError(f"{path} is not a model bundle")
@@ -38,7 +39,7 @@ def _read_bundle(path: Path) -> dict:
         metadata = read_metadata(path)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable {METADATA} ({exc})") from None
-    if not isinstance(metadata, dict) or not metadata.get("version"):
+    if not metadata.version:
         raise InputError(f"{path}: {METADATA} has no version")
     return metadata
 
@@ -46,7 +47,7 @@ def _read_bundle(path: Path) -> dict:
 def _version_on_disk(path: Path) -> str | None:
     """The version of the bundle now at `path`; None if there is none (deleted, broken)."""
     try:
-        return str(_read_bundle(path)["version"])
+        return _read_bundle(path).version
     except InputError:
         return None
 
@@ -63,10 +64,10 @@ def register_model(store: Store, path: str | Path, *, created_by: str | None = N
     with store.transaction() as db:
         db["models"].insert(_row(path, metadata, created_by), ignore=True)
         db.execute("UPDATE models SET path = ?, name = ?, missing_at = NULL WHERE version = ?",
-                   [str(path.resolve()), path.name, metadata["version"]])
+                   [str(path.resolve()), path.name, metadata.version])
         if activate or (activate_if_first and not _ever_live(db)):
-            _activate(db, metadata["version"])
-    return metadata["version"]
+            _activate(db, metadata.version)
+    return metadata.version
 
 
 # A leftover younger than this may belong to a save in progress (a training job's worker).

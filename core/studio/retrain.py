@@ -65,17 +65,17 @@ def train_work(context: JobContext, params: dict) -> dict:
     config = TrainConfig(**params["config"])
     classifier = Trainer(config, verbose=False, on_report=on_report, callbacks=callbacks).fit(catalogue)
     context.progress(0.92, "evaluating", "scoring the evaluation slice")
-    classifier.metadata["metrics"]["eval_slice"] = evaluate_on_slice(store, classifier)
-    classifier.metadata["trained_from"] = trained_from = {
+    classifier.metadata.metrics["eval_slice"] = evaluate_on_slice(store, classifier)
+    classifier.metadata.trained_from = trained_from = {
         "rows": len(frame), "reviewed": int(frame["reviewed_label"].notna().sum()),
         "last_review_id": last_review_id, "products": int(frame["id"].max())}
-    version = classifier.metadata["version"]
+    version = classifier.metadata.version
     path = classifier.save(params.get("out") or get_settings().models_dir / version)
     # live only if no version ever was: after that, only an admin changes the live model
     register_model(store, path, created_by=params["user"], activate_if_first=True)
-    mlflow_note = strip_credentials(tracking.log_to_mlflow(version, params["config"], classifier.metadata["metrics"],
+    mlflow_note = strip_credentials(tracking.log_to_mlflow(version, params["config"], classifier.metadata.metrics,
                                                            path))
-    return {"version": version, "path": str(path), "metrics": classifier.metadata["metrics"],
+    return {"version": version, "path": str(path), "metrics": classifier.metadata.metrics,
             "trained_from": trained_from, "tensorboard": str(tracking.runs_dir() / run), "mlflow": mlflow_note}
 
 

@@ -67,6 +67,7 @@ def explain_home(tmp_path_factory):
 def square_bundle(explain_home, tmp_path_factory):
     """A saved bundle: keyword text model + Lite0 image model on coloured squares + fusion."""
     from core.common.images import letterbox
+    from core.models.bundle import BundleMetadata
     from core.models.classifier import Classifier
     from core.models.fusion import Fusion
     from core.models.image_model import ImageModel
@@ -88,7 +89,7 @@ def square_bundle(explain_home, tmp_path_factory):
     mix = lambda p: 0.7 * p + 0.1  # noqa: E731
     fusion = Fusion().fit(mix(p_text), mix(p_image), y)
     clf = Classifier(CLASSES, text_model, image_model, fusion,
-                     metadata={"version": "test-explain", "backbone": "efficientnet_lite0", "text_arch": "tfidf"})
+                     metadata=BundleMetadata(version="test-explain", backbone="efficientnet_lite0", text_arch="tfidf"))
     path = tmp_path_factory.mktemp("bundles") / "squares"
     clf.save(path)
     return path

@@ -42,8 +42,8 @@ def test_atomic_directory_replaces_the_old_bundle_on_success(tmp_path):
         (tmp / bundle.METADATA).write_text('{"version": "new"}')
         (tmp / bundle.LABELS).write_text('["a", "b", "c"]')
         # until the body is done, readers still see the complete old bundle
-        assert bundle.read_metadata(target)["version"] == "old"
-    assert bundle.read_metadata(target)["version"] == "new"
+        assert bundle.read_metadata(target).version == "old"
+    assert bundle.read_metadata(target).version == "new"
     assert not (target / "only_in_old.txt").exists()
     assert is_bundle(target)
     assert leftovers(target.parent, "m") == []
@@ -58,7 +58,7 @@ def test_atomic_directory_keeps_the_old_bundle_when_the_body_raises(tmp_path, ex
         with atomic_directory(target) as tmp:
             (tmp / bundle.METADATA).write_text('{"version": "half"}')
             raise exc
-    assert bundle.read_metadata(target)["version"] == "old"
+    assert bundle.read_metadata(target).version == "old"
     assert (target / "only_in_old.txt").read_text() == "old"
     assert leftovers(tmp_path, "m") == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
@@ -188,27 +188,29 @@ def test_bundle_files_and_metadata(trained, loaded, cat):
     assert json.loads((path / bundle.LABELS).read_text()) == cat.classes == loaded.labels
 
     md = bundle.read_metadata(path)
-    assert md == json.loads(json.dumps(classifier.metadata, default=str))
-    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", md["version"]) and loaded.version == md["version"]
-    assert datetime.fromisoformat(md["created_at"]).tzinfo is not None
+    assert md.to_dict() == json.loads(json.dumps(classifier.metadata.to_dict(), default=str))
+    assert json.loads((path / bundle.METADATA).read_text())["format"] == bundle.FORMAT_VERSION == md.format
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", md.version) and loaded.version == md.version
+    assert loaded.metadata == md
+    assert datetime.fromisoformat(md.created_at).tzinfo is not None
     catalogue = trained["catalogue"]
-    assert md["data_fingerprint"] == data_fingerprint(catalogue.texts, catalogue.labels, catalogue.image_paths)
-    assert re.fullmatch(r"[0-9a-f]{16}", md["data_fingerprint"])
-    rows = md["rows"]
+    assert md.data_fingerprint == data_fingerprint(catalogue.texts, catalogue.labels, catalogue.image_paths)
+    assert re.fullmatch(r"[0-9a-f]{16}", md.data_fingerprint)
+    rows = md.rows
     n = len(cat.rows)
     assert rows["catalogue"] == rows["used"] == n
     assert rows["train"] + rows["validation"] == n and rows["validation"] > 0
     assert rows["with_text"] == n and rows["with_image"] == n - len(cat.missing_rows)
     assert rows["per_class"] == {c: N_PER_CLASS for c in cat.classes}
     for part in ("fused", "text", "image"):
-        m = md["metrics"]["validation"][part]
+        m = md.split_metrics("validation", part)
         assert m["n"] > 0 and 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
-    assert md["metrics"]["validation"]["fused"]["n"] == rows["validation"]
-    assert md["backbone"] == "efficientnet_lite0" and md["text_arch"] == "tfidf"
-    assert md["config"]["weights"] is None and md["config"]["folds"] == 2
-    assert md["fusion"]["kind"] in ("pool", "stacked_logistic_regression") and loaded.fusion.fitted
-    assert {"python", "keras", "numpy", "scikit-learn"} <= set(md["packages"])
-    assert "tensorflow" in md["packages"] or "tensorflow-cpu" in md["packages"]
+    assert md.split_metrics()["n"] == rows["validation"]
+    assert md.backbone == "efficientnet_lite0" and md.text_arch == "tfidf"
+    assert md.config["weights"] is None and md.config["folds"] == 2
+    assert md.fusion["kind"] in ("pool", "stacked_logistic_regression") and loaded.fusion.fitted
+    assert {"python", "keras", "numpy", "scikit-learn"} <= set(md.packages)
+    assert "tensorflow" in md.packages or "tensorflow-cpu" in md.packages
 
     stages = [s for s, _ in trained["progress"]]
     assert stages[0] == "image embeddings" and trained["progress"][-1] == ("done", 1.0)
@@ -303,9 +305,9 @@ def test_failed_save_keeps_the_old_bundle(trained, loaded):
     path = trained["path"]
     before = sorted((p.name, p.stat().st_size) for p in path.iterdir())
     with pytest.raises(OSError, match="disk full"):
-        Classifier(["a", "b"], text_model=Boom(), metadata={"version": "broken"}).save(path)
+        Classifier(["a", "b"], text_model=Boom(), metadata=bundle.BundleMetadata(version="broken")).save(path)
     assert sorted((p.name, p.stat().st_size) for p in path.iterdir()) == before
-    assert bundle.read_metadata(path)["version"] == loaded.version
+    assert bundle.read_metadata(path).version == loaded.version
     assert leftovers(path.parent, path.name) == []
 
 
@@ -329,6 +331,32 @@ def test_load_refuses_a_folder_that_is_not_a_bundle(tmp_path):
         Classifier.load(tmp_path)
 
 
+def test_metadata_of_an_older_bundle_reads_with_defaults_and_keeps_unknown_keys():
+    """Bundles saved before a key existed still load (the defaults stand in), and a key
+    this code does not know survives a read and a save."""
+    old = {"version": 20240101, "created_at": "2024-01-01T00:00:00+00:00", "backbone": "efficientnet_lite0",
+           "metrics": {"validation": {"text": {"accuracy": 0.5}}}, "from_the_future": {"x": 1}}
+    md = bundle.BundleMetadata.from_dict(old)
+    assert md.version == "20240101" and md.format == bundle.FORMAT_VERSION and md.text_arch == "tfidf"
+    assert md.rows == {} and md.per_class_train == {} and md.history is None and md.trained_from is None
+    assert md.split_metrics() == {} and md.split_metrics("validation", "text") == {"accuracy": 0.5}
+    assert md.split_metrics("eval_slice") == {}
+    again = md.to_dict()
+    assert again["from_the_future"] == {"x": 1} and "history" not in again and "trained_from" not in again
+    assert bundle.BundleMetadata.from_dict(again) == md
+    with pytest.raises(ValueError, match="JSON object"):
+        bundle.BundleMetadata.from_dict(["not", "an", "object"])
+
+
+def test_load_refuses_a_bundle_of_a_newer_format(tmp_path):
+    from core.models.classifier import Classifier
+
+    (tmp_path / bundle.METADATA).write_text(json.dumps({"version": "v", "format": bundle.FORMAT_VERSION + 1}))
+    (tmp_path / bundle.LABELS).write_text('["a", "b"]')
+    with pytest.raises(InputError, match=f"bundle format {bundle.FORMAT_VERSION + 1} is newer"):
+        Classifier.load(tmp_path)
+
+
 def test_text_only_catalogue(studio_home, tmp_path):
     from core.data.catalogue import load_catalogue
     from core.models.classifier import Classifier
@@ -338,8 +366,8 @@ def test_text_only_catalogue(studio_home, tmp_path):
     catalogue = load_catalogue(cat.csv_path, **cat.load_kwargs)
     classifier = Trainer(TrainConfig(weights=None, folds=2, text_epochs=6), verbose=False).fit(catalogue)
     assert classifier.image_model is None and not classifier.fusion.fitted
-    assert classifier.metadata["fusion"]["kind"] == "single_modality"
-    assert classifier.metadata["rows"]["with_image"] == 0
+    assert classifier.metadata.fusion["kind"] == "single_modality"
+    assert classifier.metadata.rows["with_image"] == 0
     path = classifier.save(tmp_path / "m")
     assert not (path / bundle.IMAGE_MODEL).exists() and (path / bundle.TEXT_MODEL).exists()
     loaded = Classifier.load(path)
@@ -359,7 +387,7 @@ def test_classes_smaller_than_the_validation_folds(studio_home, tmp_path):
     cat = write_catalogue(tmp_path, n_per_class=5, with_images=False, seed=5)
     catalogue = load_catalogue(cat.csv_path, **cat.load_kwargs)
     classifier = Trainer(TrainConfig(weights=None, folds=2, text_epochs=2), verbose=False).fit(catalogue)
-    assert classifier.metadata["rows"]["validation"] > 0
+    assert classifier.metadata.rows["validation"] > 0
 
 
 def test_data_fingerprint_tracks_texts_labels_and_image_content(tmp_path):

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -226,17 +226,17 @@ def test_a_correction_changes_the_next_models_training_label(home_env, trained):
     path = Path(result["path"])
     assert path == home_env.home / "models" / result["version"] and path.is_dir()
     metadata = read_metadata(path)
-    assert metadata["version"] == result["version"]
-    assert metadata["trained_from"] == result["trained_from"]
+    assert metadata.version == result["version"]
+    assert metadata.trained_from == result["trained_from"]
     # the model was trained on the effective labels: corrected ones included
     expected = as_catalogue(labelled_products(store, "train"))
-    assert metadata["data_fingerprint"] == data_fingerprint(expected.texts, expected.labels, expected.image_paths)
-    assert metadata["rows"]["per_class"] == frame["label"].value_counts().to_dict()
-    eval_slice = metadata["metrics"]["eval_slice"]
+    assert metadata.data_fingerprint == data_fingerprint(expected.texts, expected.labels, expected.image_paths)
+    assert metadata.rows["per_class"] == frame["label"].value_counts().to_dict()
+    eval_slice = metadata.metrics["eval_slice"]
     assert eval_slice["fused"]["n"] == len(catalogue_products(store, "eval"))
     assert eval_slice["fused"]["accuracy"] >= 0.5  # chance 1/3
-    assert set(metadata["history"]) == {"text", "image"}
-    assert len(metadata["history"]["text"]["loss"]) == 6 and len(metadata["history"]["image"]["loss"]) == 10
+    assert set(metadata.history) == {"text", "image"}
+    assert len(metadata.history["text"]["loss"]) == 6 and len(metadata.history["image"]["loss"]) == 10
     registered = get_model(store, result["version"])
     assert registered is not None and registered["created_by"] == "admin"
     assert live_model(store)["version"] == result["version"]  # the first model goes live
@@ -465,7 +465,7 @@ def candidate(loop, trained) -> dict:
         frame = labelled_products(loop.store, "train").assign(image_hash=None)
         classifier = Trainer(TrainConfig(weights=None, folds=2, text_epochs=2, seed=1), verbose=False).fit(
             as_catalogue(frame))
-        classifier.metadata["trained_from"] = dict(trained["job"]["result"]["trained_from"])
+        classifier.metadata.trained_from = dict(trained["job"]["result"]["trained_from"])
         path = classifier.save(get_settings().models_dir / classifier.version)
         version = register_model(loop.store, path, created_by="admin")
         return {"version": version, "path": path}
@@ -549,7 +549,7 @@ def test_compare_real_models_on_the_held_out_products(home_env, trained, candida
     frame = comparison_frame(store, live.metadata, cand.metadata)
     assert set(frame["id"]) == eval_ids | {fresh["id"]}
     # a model trained outside the store (no cut-off known) compares on the frozen slice only
-    outside = {k: v for k, v in cand.metadata.items() if k != "trained_from"}
+    outside = replace(cand.metadata, trained_from=None)
     assert set(comparison_frame(store, live.metadata, outside)["id"]) == eval_ids
 
     comparison = compare(store, live, cand)
@@ -854,4 +854,4 @@ def test_train_with_several_seeds_reports_mean_and_std(planted, cli_runs):
         assert abs(first - stats["mean"]) <= stats["std"] + 1e-6
     assert "image" not in summary["seeds"]  # text-only catalogue: no image metrics to average
     saved = read_metadata(planted["root"] / "seeded")  # the first seed's bundle is the one saved
-    assert saved["version"] == summary["version"] and saved["config"]["seed"] == 0
+    assert saved.version == summary["version"] and saved.config["seed"] == 0

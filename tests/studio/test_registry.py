@@ -220,7 +220,7 @@ def test_a_crash_between_the_two_renames_puts_the_old_bundle_back(store, models)
     (models / "m").rename(models / ".m.old-0badc0de")
     age(models / ".m.old-0badc0de", 3600)
     sync_models(store)
-    assert bundle.read_metadata(models / "m")["version"] == "v1"
+    assert bundle.read_metadata(models / "m").version == "v1"
     assert sorted(p.name for p in models.iterdir()) == ["m"]
     assert missing_versions(store) == [] and active_versions(store) == ["v1"]
 

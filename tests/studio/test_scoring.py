@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
         seed_everything(0)
         config = TrainConfig(weights=None, folds=2, text_epochs=6, image_epochs=10, seed=0)
         classifier = Trainer(config, verbose=False).fit(load_catalogue(cat.csv_path, **cat.load_kwargs))
-        classifier.metadata.setdefault("version", "test-version")
+        classifier.metadata.version = classifier.metadata.version or "test-version"
         yield classifier, cat
 
 
