@@ -29,9 +29,11 @@ st.set_page_config(page_title="Catalog Studio", page_icon=":material/category:",
 @st.cache_resource(show_spinner=False)
 def bootstrap() -> None:
     """Once per process: the disk tidied (stale uploads, the download cache), an admin
-    exists (a one-time password goes to the server log, never the page) and bundles
-    trained from the command line are registered."""
+    exists (a one-time password goes to the server log, never the page), bundles
+    trained from the command line are registered, and jobs whose worker died with the
+    last server are recorded as failed (the pages' reads only show them so)."""
     from core.cli.serve import tidy_disk
+    from core.studio.jobs import reap_dead_jobs
 
     tidy_disk()  # `python -m core serve` does it too; a plain `streamlit run` needs it here
     one_time = ensure_first_admin(store())
@@ -39,6 +41,7 @@ def bootstrap() -> None:
         print(f"\n  Catalog Studio: first admin 'admin', one-time password: {one_time}\n"
               "  (you will be asked to choose a new one at first log-in)\n", flush=True)
     sync_models(store())
+    reap_dead_jobs(store())
 
 
 def login_form() -> None:

@@ -14,8 +14,11 @@ taken from the function itself) is recorded in the job's row and the worker impo
 from there, so only module-level functions can run in a process.
 
 One job of a kind at a time: the check and the insert share one write transaction. A
-job whose process died (server restart) is marked failed on the next look, from its
-pid and heartbeat, so a crash never leaves a phantom "running" job blocking the next.
+job whose process died (server restart) is *shown* failed by every read, from its pid
+and heartbeat, and *marked* failed by the next write that looks (starting a job, or
+`reap_dead_jobs` at the app's start-up), so a crash never leaves a phantom "running"
+job blocking the next. Reads never write: the Models page polls every 2 seconds and
+must not queue behind (or block) a write transaction.
 """
 
 from __future__ import annotations
@@ -105,30 +108,64 @@ def _age_seconds(stamp: str | None) -> float:
     return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
 
 
-def _reap(db, kind: str | None = None) -> None:
-    """Mark jobs whose worker is gone as failed. Our ended worker processes are collected
-    here too (poll() reaps them, so none lingers as a zombie)."""
-    ended = {job_id for job_id, proc in list(_processes.items()) if proc.poll() is not None}
-    for job_id in ended:
-        _processes.pop(job_id, None)
-    sql = "SELECT id, pid, pid_started, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
-    for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall():
-        if row["id"] in ended or row["id"] in _processes:
-            gone = row["id"] in ended  # a worker process that ended without saying so (killed)
-        elif row["pid"] == os.getpid():
-            # ours: running exactly while its worker is registered, however long since its last
-            # heartbeat (embedding many photos reports none); unregistered: this process runs it
-            # no more (e.g. restarted in the same pid namespace)
-            gone = row["id"] not in _threads
-        else:
-            gone = not _alive(row["pid"], row["pid_started"]) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
-        if gone:
-            db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                       ["the worker stopped before finishing (server restart or crash)", utc_now(), row["id"]])
-
+GONE = "the worker stopped before finishing (server restart or crash)"
 
 _threads: dict[int, threading.Thread] = {}
 _processes: dict[int, subprocess.Popen] = {}
+
+
+def _workers_now() -> tuple[set[int], set[int]]:
+    """(jobs with a thread of this process, jobs whose worker process started here has
+    ended), taken *before* the rows are read: a worker that ends after this wrote its
+    final state first, so a row read afterwards is never taken for dead while its worker
+    was finishing. poll() also collects an ended process, so none lingers as a zombie."""
+    return set(_threads), {job_id for job_id, proc in list(_processes.items()) if proc.poll() is not None}
+
+
+def _worker_gone(row: dict, threads: set[int], ended: set[int]) -> bool:
+    """Is the worker of this active job gone? Pure: reads /proc and this process's
+    registries, writes nothing."""
+    if row["id"] in _processes or row["id"] in ended:
+        return row["id"] in ended  # a worker process that ended without saying so (killed)
+    if row["pid"] == os.getpid():
+        # ours: running exactly while its worker is registered, however long since its last
+        # heartbeat (embedding many photos reports none); unregistered: this process runs it
+        # no more (e.g. restarted in the same pid namespace). Registered before the rows
+        # were read or now (a job started meanwhile): alive.
+        return row["id"] not in threads and row["id"] not in _threads
+    return not _alive(row["pid"], row["pid_started"]) or _age_seconds(row["heartbeat_at"]) > STALE_SECONDS
+
+
+def _as_seen(row: dict, threads: set[int], ended: set[int]) -> dict:
+    """The row as it stands now: an active job whose worker is gone reads as failed (the
+    stored row says so once a write reaps it)."""
+    if row["state"] in ACTIVE and _worker_gone(row, threads, ended):
+        return {**row, "state": "failed", "error": GONE, "finished_at": row["heartbeat_at"] or row["started_at"]}
+    return row
+
+
+def _reap(db, kind: str | None = None) -> int:
+    """Mark jobs whose worker is gone as failed, inside the caller's write transaction;
+    returns how many."""
+    threads, ended = _workers_now()
+    sql = "SELECT id, pid, pid_started, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
+    gone = [row["id"] for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall()
+            if _worker_gone(dict(row), threads, ended)]
+    for job_id in gone:
+        db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                   [GONE, utc_now(), job_id])
+    for job_id in ended:  # judged: forget them
+        _processes.pop(job_id, None)
+    return len(gone)
+
+
+def reap_dead_jobs(store: Store, kind: str | None = None) -> int:
+    """Record as failed the active jobs (of `kind`, or all) whose worker is gone; returns
+    how many. The app calls it at start-up (a restart is what leaves them); start_job
+    does the same in its own transaction."""
+    with store.transaction() as db:
+        return _reap(db, kind)
+
 
 def work_path(work: Callable) -> str:
     """The import path of `work` ("module:qualname"), read from the function itself: what
@@ -225,7 +262,7 @@ def start_job(store: Store, user: User, work: Callable[[JobContext, dict], dict]
             "heartbeat_at": utc_now()}).last_pk
         store.audit(user.username, f"job.start.{kind}", {"job": job_id, **params}, db=db)
         # the worker is registered before the row is committed, so no other session's
-        # _reap ever sees the job without it (and fails it while it starts)
+        # look ever sees the job without it (and takes it for dead while it starts)
         if process and background:
             log = get_settings().data_dir / "runs" / f"job-{job_id}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -255,15 +292,22 @@ def _decode(row: dict | None) -> dict | None:
     return {**row, "params": from_json(row["params"]), "result": from_json(row["result"])}
 
 
+def _seen(store: Store, sql: str, params: list) -> list[dict]:
+    """Rows of `sql` as they stand now (see _as_seen). A plain read: no lock, no write."""
+    threads, ended = _workers_now()
+    return [_decode(_as_seen(row, threads, ended)) for row in store.query(sql, params)]
+
+
 def get_job(store: Store, job_id: int) -> dict | None:
-    return _decode(store.one("SELECT * FROM jobs WHERE id = ?", [job_id]))
+    """The job as it stands now (a job whose worker is gone reads as failed)."""
+    rows = _seen(store, "SELECT * FROM jobs WHERE id = ?", [job_id])
+    return rows[0] if rows else None
 
 
 def latest_job(store: Store, kind: str) -> dict | None:
-    """The newest job of `kind` (dead workers marked failed first)."""
-    with store.transaction() as db:
-        _reap(db, kind)
-    return _decode(store.one("SELECT * FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", [kind]))
+    """The newest job of `kind`, as it stands now (the Models page polls it: it writes nothing)."""
+    rows = _seen(store, "SELECT * FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", [kind])
+    return rows[0] if rows else None
 
 
 def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.2) -> dict:
@@ -278,6 +322,7 @@ def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.2) -> 
 
 
 def list_jobs(store: Store, kind: str | None = None, limit: int = 20) -> list[dict]:
+    """The newest jobs (of `kind`), as they stand now."""
     sql = "SELECT * FROM jobs" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
-    return [_decode(r) for r in store.query(sql, [kind, limit] if kind else [limit])]
+    return _seen(store, sql, [kind, limit] if kind else [limit])
 

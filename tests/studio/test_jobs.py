@@ -1,17 +1,20 @@
 """core.studio.jobs: a job starts with the function it runs (a worker process imports it
-from the path its row records; the job runner knows no kinds)."""
+from the path its row records; the job runner knows no kinds), and reading jobs never
+writes (the Models page polls every 2 seconds while other sessions write)."""
 
 from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import sys
+import time
 
 import pytest
 from helpers.studio import make_users
 
 from core.common.errors import InputError
-from core.studio.jobs import get_job, run_worker, start_job, wait, work_path
+from core.studio.jobs import get_job, latest_job, list_jobs, reap_dead_jobs, run_worker, start_job, wait, work_path
 from core.studio.store import to_json, utc_now
 
 
@@ -92,3 +95,30 @@ def test_a_worker_whose_function_is_gone_fails_the_job(store):
     assert job["state"] == "failed" and "cannot import the job's function core.studio.retrain:no_such_work" in job["error"]
     assert run_worker(dead_job(store, kind="other"), store) == 2  # a row with no function: refused
     assert run_worker(10_000, store) == 2
+
+
+def test_reads_take_no_lock_and_write_nothing(store):
+    """Before: latest_job took the write lock to reap, so each 2-second poll of the Models
+    page waited behind (up to the 30 s busy timeout, then "database is locked") any
+    write transaction, e.g. an import, and itself blocked writers."""
+    gone = dead_job(store)
+    other = sqlite3.connect(store.path)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another session writes meanwhile
+        other.execute("UPDATE jobs SET message = 'busy elsewhere' WHERE id = ?", [gone])
+        started = time.monotonic()
+        seen = [latest_job(store, "train"), get_job(store, gone), list_jobs(store)[0], list_jobs(store, "train")[0]]
+        assert time.monotonic() - started < 2
+    finally:
+        other.rollback()
+        other.close()
+    for job in seen:  # the worker is gone: shown failed, though the row was not written
+        assert job["id"] == gone and job["state"] == "failed" and "worker stopped" in job["error"]
+    assert stored(store, gone)["state"] == "running"
+
+    assert reap_dead_jobs(store) == 1  # a write (start-up, start_job) records it
+    row = stored(store, gone)
+    assert row["state"] == "failed" and "worker stopped" in row["error"] and row["finished_at"]
+    job = latest_job(store, "train")
+    assert job["state"] == "failed" and job["error"] == row["error"] and job["finished_at"] == row["finished_at"]
+    assert reap_dead_jobs(store) == 0
