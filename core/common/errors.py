@@ -1,6 +1,8 @@
 """One exception type for problems the user can fix (bad input), so callers can
 show a one-line message instead of a traceback."""
 
+from core.common.text import collapse_whitespace
+
 
 class InputError(Exception):
     """Bad input: the message names the file, row and column where it can."""
@@ -9,4 +11,4 @@ class InputError(Exception):
 def one_line(text: object) -> str:
     """Collapse any whitespace (newlines from wrapped exceptions too) so a message
     stays the single line the CLI and the app promise."""
-    return " ".join(str(text).split())
+    return collapse_whitespace(text)

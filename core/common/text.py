@@ -12,7 +12,17 @@ so. Light module: no TensorFlow, no pandas at import.
 
 from __future__ import annotations
 
-from core.common.errors import InputError
+
+def collapse_whitespace(text: object) -> str:
+    """Every run of whitespace (newlines, tabs) as one space, no leading or trailing space."""
+    return " ".join(str(text).split())
+
+
+def identity_key(text: object) -> str:
+    """The text as it identifies a product: case-folded and whitespace-collapsed, so
+    "Steel  Mug" and "steel mug" are one text (duplicates, dedup groups, content keys)."""
+    return collapse_whitespace(text).casefold()
+
 
 MAX_TEXT_CHARS = 20_000
 _WORD_BACKTRACK = 200  # cut at the last space within this many characters of the cap
@@ -34,6 +44,8 @@ def cut_text(text: str, limit: int = MAX_TEXT_CHARS) -> tuple[str, bool]:
 def refuse_long_text(text: str, what: str = "the description") -> str:
     """`text` unchanged, or InputError when it is over the cap (for text a person typed)."""
     if len(text) > MAX_TEXT_CHARS:
+        from core.common.errors import InputError  # errors builds on this module (one_line)
+
         raise InputError(f"{what} is too long ({len(text):,} characters, at most {MAX_TEXT_CHARS:,}); "
                          "shorten it and try again")
     return text

@@ -24,12 +24,11 @@ import pandas as pd
 
 from core.common.errors import InputError, one_line
 from core.common.images import ImageDecodeError, open_image
-from core.common.text import MAX_TEXT_CHARS, cut_text
+from core.common.text import MAX_TEXT_CHARS, cut_text, identity_key
 from core.data._messages import _plural, _quote_list, _rows_text
 from core.data.category_tree import _TREE_SEP, _tree_parts, parse_category_tree
 from core.data.csv_files import _column, read_csv
 from core.data.downloads import DownloadError, download_url
-from core.data.splits import normalize_text
 
 # --------------------------------------------------------------------------- helpers
 
@@ -301,7 +300,7 @@ def _read_texts(frame: pd.DataFrame, text_names: list[str]) -> tuple[list[str], 
     texts = [join_text(row) for row in frame[text_names].to_numpy(dtype=object)] if text_names else [""] * len(frame)
     seen: set[str] = set()
     duplicates = 0
-    for key in (normalize_text(t) for t in texts):
+    for key in (identity_key(t) for t in texts):
         if key:
             duplicates += key in seen
             seen.add(key)

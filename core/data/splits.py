@@ -7,10 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def normalize_text(text: str) -> str:
-    """Lower-cased, whitespace-collapsed text: the key for duplicate detection."""
-    return " ".join(str(text).lower().split())
+from core.common.text import identity_key
 
 
 def dedup_groups(texts: Sequence[str]) -> np.ndarray:
@@ -21,7 +18,7 @@ def dedup_groups(texts: Sequence[str]) -> np.ndarray:
     out = np.empty(len(texts), dtype=np.int64)
     next_id = 0
     for i, text in enumerate(texts):
-        key = normalize_text(text)
+        key = identity_key(text)
         if not key:
             out[i] = next_id
             next_id += 1
