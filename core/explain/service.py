@@ -38,10 +38,10 @@ from PIL import Image
 
 from core.common.errors import InputError
 from core.common.images import open_image
-from core.common.text import MAX_TEXT_CHARS, cut_text
+from core.common.text import MAX_TEXT_CHARS, collapse_whitespace, cut_text
 from core.explain.gradcam import DEFAULT_METHOD, METHODS, GradCam, GradCamResult, overlay
 from core.explain.modality import ModalityShare, modality_share
-from core.explain.text_shap import MAX_EVALS, OWN_BUDGET, TIME_BUDGET_S, TextShap, TextShapResult, normalise_text
+from core.explain.text_shap import MAX_EVALS, OWN_BUDGET, TIME_BUDGET_S, TextShap, TextShapResult
 from core.models.classifier import Classifier, Prediction
 
 FILES = ("prediction.json", "gradcam.npy", "gradcam.png", "text_shap.json", "modality_share.json")
@@ -182,7 +182,7 @@ class ProductExplainer:
         img = None
         if image is not None:
             img = image if isinstance(image, Image.Image) else open_image(image, what="image")
-        text, cut = cut_text(normalise_text(text or ""), MAX_TEXT_CHARS)
+        text, cut = cut_text(collapse_whitespace(text or ""), MAX_TEXT_CHARS)
         if cut:
             notes.append(f"the description is longer than {MAX_TEXT_CHARS:,} characters: "
                          "its first part is explained")

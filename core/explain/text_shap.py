@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import core.models.tf_setup  # noqa: F401  (before TensorFlow)
+from core.common.text import collapse_whitespace
 
 SPLIT_PATTERN = r"\W+"
 MAX_EVALS = 300  # hard cap: keeps a 100-word description under ~2 s on 2 CPU cores
@@ -59,11 +60,6 @@ class AdditivityError(AssertionError):
 
 class _OutOfTime(Exception):
     """The explanation's time budget ran out (raised from inside shap's model calls)."""
-
-
-def normalise_text(text: str) -> str:
-    """Collapse whitespace (what the masker does to every string it rebuilds)."""
-    return " ".join(str(text).split())
 
 
 def _word_tokenizer(max_words: int | None = None, parts: int | None = None):
@@ -98,7 +94,7 @@ def _word_tokenizer(max_words: int | None = None, parts: int | None = None):
 
 def count_words(text: str) -> int:
     """How many words (tokens) SHAP would see in `text` with no cap."""
-    return len(_word_tokenizer()(normalise_text(text))["offset_mapping"])
+    return len(_word_tokenizer()(collapse_whitespace(text))["offset_mapping"])
 
 
 def eval_budget(n_tokens: int, max_evals: int = MAX_EVALS) -> int:
@@ -147,7 +143,7 @@ class TextShapResult:
         parts = []
         for i, (seg, tok) in enumerate(zip(self.segments, self.tokens)):
             parts.append(seg[len(tok.token):] if i in drop else seg)
-        return normalise_text("".join(parts))
+        return collapse_whitespace("".join(parts))
 
     def as_dict(self) -> dict:
         return {"label": self.label, "class_index": self.class_index, "output": "probability",
@@ -217,7 +213,7 @@ class TextShap:
         """(segments, spans): segment i is token i plus the separator after it; a token is a
         word, or a stretch of words (the rest of the text past `max_words`, a coarse part).
         `words`: `count_words(text)` when the caller has it."""
-        text = normalise_text(text)
+        text = collapse_whitespace(text)
         masker = self.coarse_masker if coarse else self.masker
         offsets = masker.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
         segments = masker.token_segments(text)[0]
@@ -248,7 +244,7 @@ class TextShap:
         (seconds, default the instance's; None: unbounded): past it, a coarse explanation
         over COARSE_PARTS stretches of the text. Both say so in `note`."""
         started = time.perf_counter()
-        text = normalise_text(text)
+        text = collapse_whitespace(text)
         if not text:
             raise ValueError("cannot explain an empty text")
         seconds = self.time_budget if time_budget == OWN_BUDGET else time_budget

@@ -17,9 +17,8 @@ from typing import Callable
 import pandas as pd
 
 from core.common.errors import InputError
-from core.common.text import MAX_TEXT_CHARS
+from core.common.text import MAX_TEXT_CHARS, identity_key
 from core.data.catalogue import Catalogue, ImportReport, cap_catalogue_texts
-from core.data.splits import normalize_text
 from core.studio.auth import User, require_current
 from core.studio.scoring import find_product, insert_product
 from core.studio.store import Store, content_key, text_key, utc_now
@@ -30,7 +29,7 @@ EVAL_PERCENT = 15
 
 def split_of(text: str, image_hash: str | None = None) -> str:
     """'eval' for a fixed ~15% of distinct products, else 'train'."""
-    key = normalize_text(text).casefold() or (image_hash or "")
+    key = identity_key(text) or (image_hash or "")
     bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
     return "eval" if bucket < EVAL_PERCENT else "train"
 

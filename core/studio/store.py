@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 import sqlite_utils
 
 from core.common.settings import get_settings, private_dir, private_file
+from core.common.text import identity_key
 
 DB_NAME = "studio.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -128,8 +129,7 @@ def _v3_suspects(db: sqlite_utils.Database) -> None:
 def content_key(text: str | None, image_hash: str | None) -> str:
     """A product's identity by content: its normalised text and its photo's hash. The same
     photo + description predicted twice, scored in two batches or imported twice is one product."""
-    normalised = " ".join(str(text or "").casefold().split())
-    return hashlib.sha256(f"{normalised}\x00{image_hash or ''}".encode()).hexdigest()
+    return hashlib.sha256(f"{identity_key(text or '')}\x00{image_hash or ''}".encode()).hexdigest()
 
 
 # The one rule for "a settled decision": the latest decision not undone among accept /
@@ -207,7 +207,7 @@ def _v6_login_attempts(db: sqlite_utils.Database) -> None:
 def text_key(text: str | None) -> str:
     """A product's text alone, normalised as in `content_key`: the same description with
     another photo (or none) has the same key, so it can keep its evaluation-slice split."""
-    return hashlib.sha256(" ".join(str(text or "").casefold().split()).encode()).hexdigest()
+    return hashlib.sha256(identity_key(text or "").encode()).hexdigest()
 
 
 def _v7_registry_and_jobs(db: sqlite_utils.Database) -> None:
