@@ -117,40 +117,19 @@ class Trainer:
                           epochs=self.config.image_epochs, seed=self.config.seed)
 
     def fit(self, catalogue: Catalogue):
+        """Text model, image head and fusion on the catalogue's trainable rows, validated
+        on a split grouped by duplicate text; returns a Classifier with its metadata."""
         from core.models.classifier import Classifier
-        from core.models.fusion import Fusion
 
         cfg, started = self.config, time.time()
         seed_everything(cfg.seed)  # before anything random, e.g. a --no-pretrained backbone
-        keep = np.flatnonzero(catalogue.trainable_mask())
-        texts = [catalogue.texts[i] for i in keep]
-        labels_raw = [catalogue.labels[i] for i in keep]
-        paths = [catalogue.image_paths[i] for i in keep]
-        labels = sorted(set(labels_raw))
-        if len(labels) < 2:
-            raise InputError(f"{catalogue.source}: training needs at least two classes with usable rows")
-        y = np.array([labels.index(l) for l in labels_raw])
+        keep, texts, labels_raw, paths, labels, y = self._trainable_rows(catalogue)
         has_text = np.array([bool(t.strip()) for t in texts])
-        self.log(f"training on {len(keep)} rows, {len(labels)} classes")
-
-        # 1. images -> cached embeddings (the slow part on a first run only)
-        image_model = None
-        emb, has_image = np.zeros((len(keep), 0), "float32"), np.zeros(len(keep), bool)
-        emb_flip = emb
-        if any(p is not None for p in paths):
-            self._stage("image embeddings", 0.0)
-            image_model = self._image_model(len(labels))
-            emb, has_image = image_model.embed(paths, progress=self.verbose)
-            emb_flip, _ = image_model.embed(paths, flip=True, progress=self.verbose)
-            self.log(f"image embeddings: {int(has_image.sum())} images ({image_model.spec.name})")
-            if has_image.sum() < 2 or len(set(y[has_image])) < 2:
-                image_model, has_image = None, np.zeros(len(keep), bool)
+        image_model, emb, emb_flip, has_image = self._embed_images(paths, y, len(labels))
         use_text = has_text.sum() >= 2 and len(set(y[has_text])) >= 2
 
-        # 2. validation split, grouped by duplicate text
         train, val = split_train_val(y, dedup_groups(texts), cfg.val_fraction, cfg.seed)
         self.log(f"split: {len(train)} train, {len(val)} validation rows")
-
         # TF-IDF vocabularies are fitted once on all training texts (no labels involved),
         # so the out-of-fold and final text models only train heads on one sparse matrix.
         text_rows = train[has_text[train]]
@@ -161,36 +140,11 @@ class Trainer:
             featurizer = TfidfFeaturizer().fit([texts[i] for i in text_rows])
             features = featurizer.transform([texts[i] for i in text_rows])
 
-        # 3. out-of-fold probabilities -> fusion (only needed when both modalities exist)
-        fusion = Fusion()
-        both_train = train[has_text[train] & has_image[train]]
-        if use_text and image_model is not None and len(both_train) >= 2 * cfg.folds:
-            oof = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image, len(labels),
-                                    featurizer, features)
-            if oof is not None:
-                fusion.fit(oof[0][both_train], oof[1][both_train], y[both_train], seed=cfg.seed)
-                self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
-
-        # 4. final models on the whole training part
-        self._stage("text model", TEXT_SPAN[0])
-        text_model = None
-        if use_text:
-            self.log(f"text model ({cfg.text_arch}) on {len(text_rows)} rows")
-            text_model = self._text_model(len(labels)).fit(
-                [texts[i] for i in text_rows], y[text_rows], featurizer=featurizer, features=features,
-                callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN)
-                + self._epoch_lines("text model"))
+        fusion = self._fit_fusion(texts, emb, emb_flip, y, train, has_text, has_image, len(labels), featurizer,
+                                  features, use_text=use_text, with_images=image_model is not None)
+        text_model = self._fit_text(texts, y, text_rows, len(labels), featurizer, features) if use_text else None
         if image_model is not None:
-            rows = train[has_image[train]]
-            self._stage("image model", IMAGE_SPAN[0])
-            self.log(f"image head on {len(rows)} rows")
-            image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows],
-                            callbacks=self.callbacks("image model") + self._epochs("image model", "image model",
-                                                                                   IMAGE_SPAN))
-            if cfg.finetune:
-                self.log(f"fine-tuning the top block of {cfg.backbone} on {len(rows)} images")
-                image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
-                                     callbacks=self._epoch_lines("fine-tuning"))
+            self._fit_image(image_model, emb, emb_flip, paths, y, train[has_image[train]])
 
         classifier = Classifier(labels, text_model, image_model, fusion)
         metrics = self._validate(classifier, texts, paths, y, val) if len(val) else {}
@@ -201,6 +155,70 @@ class Trainer:
             if model is not None}
         self._stage("done", 1.0)
         return classifier
+
+    def _trainable_rows(self, catalogue: Catalogue):
+        """The rows to train on (labelled, with text or photo), their classes and class ids."""
+        keep = np.flatnonzero(catalogue.trainable_mask())
+        texts = [catalogue.texts[i] for i in keep]
+        labels_raw = [catalogue.labels[i] for i in keep]
+        paths = [catalogue.image_paths[i] for i in keep]
+        labels = sorted(set(labels_raw))
+        if len(labels) < 2:
+            raise InputError(f"{catalogue.source}: training needs at least two classes with usable rows")
+        self.log(f"training on {len(keep)} rows, {len(labels)} classes")
+        return keep, texts, labels_raw, paths, labels, np.array([labels.index(label) for label in labels_raw])
+
+    def _embed_images(self, paths, y, num_classes: int):
+        """Photos → cached backbone embeddings (and of the mirrored photo): the slow part,
+        on a first run only. No image model when fewer than two classes have photos."""
+        emb, has_image = np.zeros((len(paths), 0), "float32"), np.zeros(len(paths), bool)
+        if not any(p is not None for p in paths):
+            return None, emb, emb, has_image
+        self._stage("image embeddings", 0.0)
+        image_model = self._image_model(num_classes)
+        emb, has_image = image_model.embed(paths, progress=self.verbose)
+        emb_flip, _ = image_model.embed(paths, flip=True, progress=self.verbose)
+        self.log(f"image embeddings: {int(has_image.sum())} images ({image_model.spec.name})")
+        if has_image.sum() < 2 or len(set(y[has_image])) < 2:
+            return None, emb, emb_flip, np.zeros(len(paths), bool)
+        return image_model, emb, emb_flip, has_image
+
+    def _fit_fusion(self, texts, emb, emb_flip, y, train, has_text, has_image, num_classes, featurizer, features,
+                    *, use_text: bool, with_images: bool):
+        """The fusion, fitted on out-of-fold probabilities (only when both modalities exist)."""
+        from core.models.fusion import Fusion
+
+        fusion, cfg = Fusion(), self.config
+        both_train = train[has_text[train] & has_image[train]]
+        if use_text and with_images and len(both_train) >= 2 * cfg.folds:
+            oof = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image, num_classes,
+                                    featurizer, features)
+            if oof is not None:
+                fusion.fit(oof[0][both_train], oof[1][both_train], y[both_train], seed=cfg.seed)
+                self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
+        return fusion
+
+    def _fit_text(self, texts, y, rows, num_classes: int, featurizer, features):
+        """The final text model on the whole training part."""
+        self._stage("text model", TEXT_SPAN[0])
+        self.log(f"text model ({self.config.text_arch}) on {len(rows)} rows")
+        return self._text_model(num_classes).fit(
+            [texts[i] for i in rows], y[rows], featurizer=featurizer, features=features,
+            callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN)
+            + self._epoch_lines("text model"))
+
+    def _fit_image(self, image_model, emb, emb_flip, paths, y, rows) -> None:
+        """The final image head on the whole training part (then, if asked, the fine-tuning)."""
+        cfg = self.config
+        self._stage("image model", IMAGE_SPAN[0])
+        self.log(f"image head on {len(rows)} rows")
+        image_model.fit(emb[rows], y[rows], flipped=emb_flip[rows],
+                        callbacks=self.callbacks("image model") + self._epochs("image model", "image model",
+                                                                               IMAGE_SPAN))
+        if cfg.finetune:
+            self.log(f"fine-tuning the top block of {cfg.backbone} on {len(rows)} images")
+            image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
+                                 callbacks=self._epoch_lines("fine-tuning"))
 
     def _out_of_fold(self, texts, emb, emb_flip, y, train, has_text, has_image, num_classes,
                      featurizer, features):
