@@ -75,7 +75,7 @@ def tensorboard(run: str, stage: str) -> keras.callbacks.Callback:
 def log_to_mlflow(run_name: str, params: dict, metrics: dict, bundle: Path) -> str | None:
     """Parameters, flat validation metrics and the bundle as an artifact, when
     MLFLOW_TRACKING_URI is set; returns a note for the job (None when not asked)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = get_settings().mlflow_tracking_uri
     if not uri:
         return None
     try:
