@@ -8,8 +8,8 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
 from pathlib import Path
+from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

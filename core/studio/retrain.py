@@ -7,7 +7,6 @@ evaluation slice. The live model changes only when an admin activates the new ve
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -88,7 +87,7 @@ RETRAIN_DEFAULTS = {"folds": 3}
 def default_config() -> TrainConfig:
     """The retraining config: RETRAIN_DEFAULTS, overridden by STUDIO_TRAIN_OPTIONS (JSON,
     e.g. '{"folds": 5, "image_epochs": 20}')."""
-    raw = os.environ.get("STUDIO_TRAIN_OPTIONS", "").strip()
+    raw = get_settings().train_options
     try:
         return TrainConfig(**{**RETRAIN_DEFAULTS, **(json.loads(raw) if raw else {})})
     except (ValueError, TypeError) as exc:
