@@ -102,8 +102,7 @@ def sidebar(user) -> None:
         model = live_model(store())
         st.markdown(f"**{user.username}** · {user.role}")
         if model:
-            st.caption(f"Live model **{model['version']}**")
-            st.session_state["live_version"] = model["version"]
+            st.caption(f"Live model **{model.version}**")
         else:
             st.caption("No live model yet")
         with st.popover("Change password", icon=":material/key:"):

@@ -31,19 +31,14 @@ st.title("Models")
 show_flash("models")
 
 
-def fused_metrics(model: dict, split: str = "validation") -> dict:
-    """The fused model's metrics of a registered version on `split` (empty if unknown)."""
-    return ((model["metrics"] or {}).get(split) or {}).get("fused") or {}
-
-
 # -- the live model ----------------------------------------------------------------------
 live = live_model(store())
 if live is None:
     st.info("No model yet: import a labelled catalogue below, then train.")
 else:
-    fused = fused_metrics(live)
+    fused = live.split_metrics("validation")
     a, b, c, d = st.columns([2, 1, 1, 1])  # room for the whole version id
-    a.metric("Live version", live["version"])
+    a.metric("Live version", live.version)
     b.metric("Accuracy (validation)", percent(fused.get("accuracy")))
     c.metric("Macro-F1 (validation)", percent(fused.get("macro_f1")))
     d.metric("Validation rows", f"{fused.get('n', 0):,}")
@@ -52,7 +47,7 @@ else:
     matrix = fused.get("confusion_matrix", {})
     cm_col.plotly_chart(charts.confusion_heatmap(matrix.get("labels", []), matrix.get("matrix", []),
                                                  title="Confusion (validation)"), key="models_confusion")
-    history = (live["metadata"] or {}).get("history") or {}
+    history = live.metadata.history or {}
     if history:
         st.plotly_chart(charts.training_curves(history, title="Training curves of the live version"),
                         key="models_curves")
@@ -62,33 +57,33 @@ st.subheader("Versions")
 versions = list_models(store())
 if versions:
     table = pd.DataFrame([{
-        "version": m["version"], "live": m["active"], "missing": m["missing"], "name": m["name"],
-        "created": (m["created_at"] or "")[:19],
-        "by": m["created_by"],
-        "macro-F1": fused_metrics(m).get("macro_f1"),
-        "eval slice macro-F1": fused_metrics(m, "eval_slice").get("macro_f1"),
+        "version": m.version, "live": m.live, "missing": m.missing, "name": m.name,
+        "created": (m.created_at or "")[:19],
+        "by": m.created_by,
+        "macro-F1": m.split_metrics("validation").get("macro_f1"),
+        "eval slice macro-F1": m.split_metrics("eval_slice").get("macro_f1"),
     } for m in versions])
     st.dataframe(table, hide_index=True, width="stretch")
-    if any(m["missing"] for m in versions):
+    if any(m.missing for m in versions):
         st.warning("Versions marked **missing** have no bundle where they were recorded (deleted, or replaced "
                    "by another version). They stay listed; put the folder back, or make another version live.",
                    icon=":material/folder_off:")
 
-others = [m for m in versions if live is None or m["version"] != live["version"]]
+others = [m for m in versions if live is None or m.version != live.version]
 if others:
     st.markdown("**Compare a version with the live model, then promote it (or roll back to it)**")
-    choice = st.selectbox("Version", [m["version"] for m in others], key="compare_version")
-    candidate = next(m for m in others if m["version"] == choice)
+    choice = st.selectbox("Version", [m.version for m in others], key="compare_version")
+    candidate = next(m for m in others if m.version == choice)
     comparison = None
     if live is not None:
-        key = (live["version"], choice)
+        key = (live.version, choice)
         if st.session_state.get("comparison", (None,))[0] != key:
             st.session_state.pop("comparison", None)
             with st.spinner("Scoring both models on the same held-out products…"), \
                     friendly_errors("Cannot compare: "):
                 st.session_state["comparison"] = (key, compare(
-                    store(), load_classifier(live["path"], live["version"]),
-                    load_classifier(candidate["path"], candidate["version"])))
+                    store(), load_classifier(live.path, live.version),
+                    load_classifier(candidate.path, candidate.version)))
         comparison = st.session_state.get("comparison", (None, None))[1]
     if comparison is not None:
         delta = comparison.delta_macro_f1

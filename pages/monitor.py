@@ -40,6 +40,6 @@ left, right = st.columns(2)
 left.plotly_chart(charts.disagreement_rate_line(monitor.disagreement_rate(store(), days),
                                                 title="Text–image disagreement rate"), key="monitor_disagreement")
 live = live_model(store())
-training = ((live or {}).get("metadata") or {}).get("rows", {}).get("per_class_train", {})
+training = live.metadata.per_class_train if live is not None else {}
 right.plotly_chart(charts.class_distribution(monitor.class_distribution(store(), training, days),
                                              title="Predicted classes vs training data"), key="monitor_distribution")

@@ -15,14 +15,48 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.common.errors import InputError
 from core.common.settings import get_settings
 from core.models.bundle import (LEFTOVER_RE, METADATA, BundleError, BundleMetadata, is_bundle, is_leftover,
-                                read_metadata, verify_bundle)
+                                metrics_of, read_metadata, verify_bundle)
 from core.studio.auth import User, require_current
 from core.studio.store import Store, from_json, to_json, utc_now
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered model version (a row of `models`, its JSON decoded): what the pages,
+    the sidebar and the CLI show about a version without opening its bundle."""
+
+    version: str
+    path: str
+    name: str | None
+    live: bool
+    created_at: str | None
+    created_by: str | None
+    activated_at: str | None        # when it last went live (None: never was)
+    missing_at: str | None          # when its bundle was found gone from `path` (None: present)
+    metrics: dict                   # split -> model -> metrics, as registered
+    metadata: BundleMetadata
+
+    @property
+    def missing(self) -> bool:
+        return self.missing_at is not None
+
+    def split_metrics(self, split: str = "validation", model: str = "fused") -> dict:
+        """The metrics of `model` (fused, text, image) on `split`; empty when not measured."""
+        return metrics_of(self.metrics, split, model)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "ModelVersion":
+        return cls(version=row["version"], path=row["path"], name=row.get("name"), live=bool(row["active"]),
+                   created_at=row.get("created_at"), created_by=row.get("created_by"),
+                   activated_at=row.get("activated_at"), missing_at=row.get("missing_at") or None,
+                   metrics=from_json(row.get("metrics")) or {},
+                   metadata=BundleMetadata.from_dict(from_json(row.get("metadata")) or {}))
 
 
 def _row(path: Path, metadata: BundleMetadata, created_by: str | None) -> dict:
@@ -180,21 +214,17 @@ def activate(store: Store, user: User, version: str, *, expected_live=_ANY,
                         db=db)
 
 
-def _decode(row: dict) -> dict:
-    return {**row, "metrics": from_json(row["metrics"]), "metadata": from_json(row["metadata"]),
-            "active": bool(row["active"]), "missing": bool(row.get("missing_at"))}
-
-
-def live_model(store: Store) -> dict | None:
-    """The active version's row (metrics and metadata decoded), or None."""
+def live_model(store: Store) -> ModelVersion | None:
+    """The live version, or None."""
     row = store.one("SELECT * FROM models WHERE active = 1")
-    return _decode(row) if row else None
+    return ModelVersion.from_row(row) if row else None
 
 
-def list_models(store: Store) -> list[dict]:
-    return [_decode(r) for r in store.query("SELECT * FROM models ORDER BY created_at DESC")]
+def list_models(store: Store) -> list[ModelVersion]:
+    """Every registered version, newest first (missing ones included)."""
+    return [ModelVersion.from_row(r) for r in store.query("SELECT * FROM models ORDER BY created_at DESC")]
 
 
-def get_model(store: Store, version: str) -> dict | None:
+def get_model(store: Store, version: str) -> ModelVersion | None:
     row = store.one("SELECT * FROM models WHERE version = ?", [version])
-    return _decode(row) if row else None
+    return ModelVersion.from_row(row) if row else None

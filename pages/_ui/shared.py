@@ -101,7 +101,7 @@ def _warm_up(explainer) -> None:
 
 
 def live_classifier():
-    """(classifier, model row) of the active version, or (None, None) with a message."""
+    """(classifier, ModelVersion) of the live version, or (None, None) with a message."""
     from core.studio.registry import live_model
 
     row = live_model(store())
@@ -110,9 +110,9 @@ def live_classifier():
                 "**Models** page, or run `python -m core demo` to train the demo model.")
         return None, None
     try:
-        return load_classifier(row["path"], row["version"]), row
+        return load_classifier(row.path, row.version), row
     except (InputError, OSError, ValueError) as exc:
-        st.error(f"The live model ({row['version']}) could not be loaded: {one_line(exc)}")
+        st.error(f"The live model ({row.version}) could not be loaded: {one_line(exc)}")
         return None, None
 
 

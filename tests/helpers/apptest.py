@@ -143,7 +143,7 @@ def sidebar_text(at: AppTest) -> str:
 def live_version() -> str:
     from core.studio.registry import live_model
 
-    return live_model(store())["version"]
+    return live_model(store()).version
 
 
 def classifier():
@@ -152,7 +152,7 @@ def classifier():
     from pages._ui.shared import load_classifier
 
     row = live_model(store())
-    return load_classifier(row["path"], row["version"])
+    return load_classifier(row.path, row.version)
 
 
 

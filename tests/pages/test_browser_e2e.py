@@ -34,7 +34,7 @@ def test_predict_correct_retrain_promote(app_home, tmp_path):
 
     assert import_catalogue_into(app_home) > 0
     store = Store(app_home.home / "data" / "studio.db")
-    first_version = live_model(store)["version"]
+    first_version = live_model(store).version
     photo = tmp_path / "watch.png"
     photo.write_bytes(red_watch_photo())
     env = {**app_home.env(), "STUDIO_TRAIN_OPTIONS": FAST_TRAINING}
@@ -79,7 +79,7 @@ def test_predict_correct_retrain_promote(app_home, tmp_path):
         page.get_by_role("button", name=f"Make {new_version} live").click()
         page.locator("[data-testid=stSidebar]").get_by_text(new_version).wait_for(timeout=60_000)
 
-    assert new_version != first_version and live_model(store)["version"] == new_version
+    assert new_version != first_version and live_model(store).version == new_version
     assert store.one("SELECT COUNT(*) AS n FROM audit WHERE action = 'model.promote'")["n"] == 1
 
 

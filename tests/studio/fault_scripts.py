@@ -49,7 +49,7 @@ def score_upload(csv_path: Path, zip_path: Path, *, announce: bool = False) -> d
     from core.studio.store import Store
 
     store = Store()
-    classifier = Classifier.load(live_model(store)["path"])
+    classifier = Classifier.load(live_model(store).path)
     upload = stage_upload(csv_path.read_bytes(), csv_path.name, zip_path.read_bytes())
     catalogue = load_staged(upload, text_cols=["title", "description"], image_col="image")
     if announce:

@@ -63,7 +63,7 @@ def test_first_run_creates_a_one_time_admin_trains_and_imports_the_demo(tmp_path
     admin = authenticate(store, "admin", password)
     assert admin is not None and admin.role == "admin" and admin.must_change_password
     live = live_model(store)
-    assert live is not None and Path(live["path"]) == (home / "models" / "demo").resolve()
+    assert live is not None and Path(live.path) == (home / "models" / "demo").resolve()
     imported = store.one("SELECT COUNT(*) AS n, COUNT(DISTINCT true_label) AS k FROM products "
                          "WHERE source = 'catalogue:demo'")
     assert imported == {"n": 24, "k": 3}

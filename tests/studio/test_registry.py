@@ -54,12 +54,12 @@ def test_sync_registers_bundles_and_activates_the_newest(store, models):
     (models / "notes.txt").write_text("hello")
     assert sorted(sync_models(store)) == ["v-new", "v-old"]
     live = live_model(store)
-    assert live["version"] == "v-new" and live["active"] is True
-    assert live["path"] == str((models / "b").resolve()) and live["name"] == "b"
-    assert live["metrics"] == {"validation": {"fused": {"accuracy": 0.8}}}
-    assert live["metadata"]["created_at"] == "2024-06-01T00:00:00+00:00" and live["created_by"] == "disk"
-    assert [m["version"] for m in list_models(store)] == ["v-new", "v-old"]
-    assert get_model(store, "v-old")["active"] is False and get_model(store, "nope") is None
+    assert live.version == "v-new" and live.live is True
+    assert live.path == str((models / "b").resolve()) and live.name == "b"
+    assert live.metrics == {"validation": {"fused": {"accuracy": 0.8}}}
+    assert live.metadata.created_at == "2024-06-01T00:00:00+00:00" and live.created_by == "disk"
+    assert [m.version for m in list_models(store)] == ["v-new", "v-old"]
+    assert get_model(store, "v-old").live is False and get_model(store, "nope") is None
 
     # idempotent: nothing new, the live model stays
     assert sync_models(store) == []
@@ -80,15 +80,15 @@ def test_activate_switches_requires_an_admin_and_is_audited(store, models, users
     fake_bundle(models / "a", "v1", "2024-01-01T00:00:00+00:00")
     fake_bundle(models / "b", "v2", "2024-02-01T00:00:00+00:00")
     sync_models(store)
-    assert live_model(store)["version"] == "v2"
+    assert live_model(store).version == "v2"
 
     with pytest.raises(PermissionDenied):
         activate(store, users["rev"], "v1")
-    assert live_model(store)["version"] == "v2"
+    assert live_model(store).version == "v2"
 
     activate(store, users["admin"], "v1")
     assert active_versions(store) == ["v1"]
-    assert live_model(store)["activated_at"]
+    assert live_model(store).activated_at
     activate(store, users["admin"], "v2")
     assert active_versions(store) == ["v2"]
     with pytest.raises(InputError, match="no model version"):
@@ -109,7 +109,7 @@ def test_activating_a_version_whose_files_are_gone_is_refused(store, models, use
 
 
 def missing_versions(store) -> list[str]:
-    return [m["version"] for m in list_models(store) if m["missing"]]
+    return [m.version for m in list_models(store) if m.missing]
 
 
 def test_deleting_the_live_bundle_marks_it_missing_and_keeps_it_live(store, models):
@@ -118,13 +118,13 @@ def test_deleting_the_live_bundle_marks_it_missing_and_keeps_it_live(store, mode
     fake_bundle(models / "a", "v1", "2024-01-01T00:00:00+00:00")
     fake_bundle(models / "b", "v2", "2024-02-01T00:00:00+00:00")
     sync_models(store)
-    assert live_model(store)["version"] == "v2" and live_model(store)["missing"] is False
+    assert live_model(store).version == "v2" and live_model(store).missing is False
     shutil.rmtree(models / "b")
     sync_models(store)
     live = live_model(store)
-    assert live["version"] == "v2" and live["missing"] is True and live["missing_at"]
+    assert live.version == "v2" and live.missing is True and live.missing_at
     assert active_versions(store) == ["v2"] and missing_versions(store) == ["v2"]
-    assert [m["version"] for m in list_models(store)] == ["v2", "v1"]  # nothing deleted
+    assert [m.version for m in list_models(store)] == ["v2", "v1"]  # nothing deleted
     shutil.rmtree(models / "a")
     sync_models(store)
     assert active_versions(store) == ["v2"] and missing_versions(store) == ["v2", "v1"]
@@ -136,10 +136,10 @@ def test_a_missing_bundle_that_comes_back_is_no_longer_missing(store, models):
     sync_models(store)
     (models / "a").rename(models.parent / "parked")
     sync_models(store)
-    assert missing_versions(store) == ["v1"] and live_model(store)["version"] == "v2"
+    assert missing_versions(store) == ["v1"] and live_model(store).version == "v2"
     (models.parent / "parked").rename(models / "a")
     sync_models(store)
-    assert missing_versions(store) == [] and get_model(store, "v1")["missing"] is False
+    assert missing_versions(store) == [] and get_model(store, "v1").missing is False
 
 
 def test_once_a_version_was_live_nothing_is_auto_activated(store, models, users):
@@ -182,8 +182,8 @@ def test_a_bundle_retrained_in_place_is_picked_up_and_the_old_version_kept(store
     shutil.rmtree(models / "m")
     fake_bundle(models / "m", "v2", "2024-02-01T00:00:00+00:00")
     assert sync_models(store) == ["v2"]
-    assert live_model(store)["version"] == "v1" and missing_versions(store) == ["v1"]
-    assert [m["version"] for m in list_models(store)] == ["v2", "v1"]
+    assert live_model(store).version == "v1" and missing_versions(store) == ["v1"]
+    assert [m.version for m in list_models(store)] == ["v2", "v1"]
 
 
 def age(path: Path, seconds: float) -> None:
@@ -204,7 +204,7 @@ def test_crash_leftovers_are_never_registered_and_are_cleaned(store, models):
     age(old, 3600)
     age(tmp, 3600)
     assert sync_models(store) == ["v2"]
-    assert [m["version"] for m in list_models(store)] == ["v2"] and active_versions(store) == ["v2"]
+    assert [m.version for m in list_models(store)] == ["v2"] and active_versions(store) == ["v2"]
     assert not old.exists() and not tmp.exists()
     assert fresh.exists()  # may be a save in progress: left alone, still not registered
     for leftover in (fresh, models / ".m.tmp-x_9Yz"):
@@ -271,8 +271,8 @@ def test_a_moved_bundle_follows_its_folder(store, models):
     (models / "a").rename(models / "renamed")
     sync_models(store)
     live = live_model(store)
-    assert live["version"] == "v1" and live["name"] == "renamed"
-    assert live["path"] == str((models / "renamed").resolve())
+    assert live.version == "v1" and live.name == "renamed"
+    assert live.path == str((models / "renamed").resolve())
 
 
 def test_a_broken_bundle_folder_does_not_break_sync(store, models):
@@ -283,7 +283,7 @@ def test_a_broken_bundle_folder_does_not_break_sync(store, models):
     (broken / bundle.LABELS).write_text("[]")
     unversioned = fake_bundle(models / "unversioned", "", "2024-05-01T00:00:00+00:00")
     assert sync_models(store) == ["v1"]
-    assert live_model(store)["version"] == "v1"
+    assert live_model(store).version == "v1"
     for path, message in ((broken, "unreadable"), (unversioned, "no version"), (models / "none", "not a model")):
         with pytest.raises(InputError, match=message):
             register_model(store, path)
@@ -295,7 +295,7 @@ def test_register_model_directly(store, tmp_path):
     assert live_model(store) is None  # registering alone does not activate
     assert register_model(store, outside, created_by="bob", activate=True) == "v7"  # idempotent
     live = live_model(store)
-    assert live["version"] == "v7" and live["created_by"] == "alice" and count(store, "models") == 1
+    assert live.version == "v7" and live.created_by == "alice" and count(store, "models") == 1
     other = fake_bundle(tmp_path / "elsewhere" / "n", "v8", "2024-02-01T00:00:00+00:00")
     register_model(store, other, activate=True)
     assert active_versions(store) == ["v8"]
