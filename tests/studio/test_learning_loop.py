@@ -369,24 +369,32 @@ def insert_job(store, kind: str, pid: int, heartbeat: str | None = None) -> int:
                                   "heartbeat_at": heartbeat or utc_now()}).last_pk
 
 
+def stored_state(store, job_id: int) -> str:
+    """The state the job's row holds (reads show a dead worker's job failed before any write)."""
+    return store.one("SELECT state FROM jobs WHERE id = ?", [job_id])["state"]
+
+
 def test_a_job_whose_worker_died_is_reaped(job_store):
-    from core.studio.jobs import get_job, latest_job, start_job
+    from core.studio.jobs import get_job, latest_job, reap_dead_jobs, start_job
 
     store, admin = job_store
     gone = insert_job(store, "train", dead_pid())
-    assert get_job(store, gone)["state"] == "running"
     job = latest_job(store, "train")
     assert job["id"] == gone and job["state"] == "failed" and "worker stopped" in job["error"]
+    assert stored_state(store, gone) == "running"  # reading wrote nothing
+    assert reap_dead_jobs(store) == 1 and stored_state(store, gone) == "failed"
+    assert get_job(store, gone)["error"] == job["error"]
 
     # start_job reaps too: a phantom "running" job never blocks the next one
     phantom = insert_job(store, "train", dead_pid())
     new = start_job(store, admin, lambda c, p: {"ok": 1}, {}, kind="train", background=False)
-    assert get_job(store, phantom)["state"] == "failed"
+    assert stored_state(store, phantom) == "failed"
     assert get_job(store, new)["state"] == "done"
 
     # this very process, but no thread of it runs the job (a restart in the same pid)
     orphan = insert_job(store, "train", os.getpid())
-    assert latest_job(store, "train")["state"] == "failed" and get_job(store, orphan)["state"] == "failed"
+    assert latest_job(store, "train")["state"] == "failed"
+    assert reap_dead_jobs(store, "train") == 1 and stored_state(store, orphan) == "failed"
 
     # another live process with a recent heartbeat (e.g. the CLI) is left alone; a stale
     # heartbeat means its worker hung or vanished
@@ -394,9 +402,11 @@ def test_a_job_whose_worker_died_is_reaped(job_store):
     try:
         running = insert_job(store, "train", alive.pid)
         assert latest_job(store, "train")["state"] == "running"
+        assert reap_dead_jobs(store) == 0 and stored_state(store, running) == "running"
         with store.transaction() as db:
             db.execute("UPDATE jobs SET heartbeat_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?", [running])
         assert latest_job(store, "train")["state"] == "failed"
+        assert reap_dead_jobs(store) == 1 and stored_state(store, running) == "failed"
     finally:
         alive.kill()
         alive.wait()
@@ -420,20 +430,20 @@ def test_a_running_job_of_this_process_is_never_reaped(job_store):
 
 
 def test_a_job_is_not_reaped_between_its_insert_and_its_thread(job_store):
-    """Another session looking at the jobs right after a job was recorded, before its
-    worker thread is known, must not take it for dead."""
+    """Another session reaping right after a job was recorded, before its worker thread
+    is known, must not take it for dead."""
     import core.studio.jobs
-    from core.studio.jobs import get_job, latest_job, start_job, wait
+    from core.studio.jobs import get_job, latest_job, reap_dead_jobs, start_job, wait
 
     store, admin = job_store
     real_thread = threading.Thread
     looked: list = []
 
     def thread_then_look(*args, **kwargs):
-        # another page polls the job list while start_job is creating the worker
-        observer = real_thread(target=lambda: looked.append(latest_job(store, "train")))
+        # another page's start-up reaps while start_job is creating the worker
+        observer = real_thread(target=lambda: looked.append((reap_dead_jobs(store), latest_job(store, "train"))))
         observer.start()
-        observer.join(1.0)  # at most a moment: it may be waiting for start_job's transaction
+        observer.join(1.0)  # at most a moment: it waits for start_job's transaction
         return real_thread(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -443,8 +453,9 @@ def test_a_job_is_not_reaped_between_its_insert_and_its_thread(job_store):
     deadline = time.monotonic() + 10
     while not looked and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert looked and looked[0]["id"] == job_id
-    assert looked[0]["state"] in ("running", "done"), looked[0]
+    reaped, seen = looked[0]
+    assert reaped == 0 and seen["id"] == job_id
+    assert seen["state"] in ("running", "done"), seen
     assert job["state"] == "done" and get_job(store, job_id)["error"] is None
 
 
