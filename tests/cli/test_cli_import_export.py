@@ -14,15 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers.catalogues import write_catalogue
+from helpers.cli import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAPPING = ["--text-cols", "title,description", "--label-col", "category", "--image-col", "image"]
-
-
-def run_cli(home: Path, *args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STUDIO_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.catalogues import write_catalogue
+from helpers.cli import run_cli, stderr_lines
 from helpers.studio import cheap_hashes, count, make_users
-from test_cli import run_cli, stderr_lines
 
 from core.common.errors import InputError
 from core.data.catalogue import load_catalogue
