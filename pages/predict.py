@@ -70,7 +70,9 @@ if key not in cache:
     with st.spinner("Explaining…"), friendly_errors("Could not explain: "):
         image = result.image.image if result.image is not None else None
         cache.clear()  # one product's explanations at a time
-        cache[key] = explainer_for(classifier).explain(text=result.text or None, image=image, class_label=explained)
+        # the recorded prediction (the one shown above) is explained: the model is not run again for it
+        cache[key] = explainer_for(classifier).explain(text=result.text or None, image=image, class_label=explained,
+                                                       prediction=prediction)
 explanation = cache.get(key)
 if explanation is not None:
     share = explanation.modality

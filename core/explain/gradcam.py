@@ -206,7 +206,7 @@ def readability(heatmap: np.ndarray) -> dict[str, float]:
 class Features:
     """One forward pass: what every class's heatmap is computed from."""
 
-    conv: Any  # tf.Tensor (1, h, w, K): the last conv block's activations
+    conv: Any  # tf.Tensor (1, h, w, K): the last conv block's activations; None until a method needs them
     probs: np.ndarray  # (classes,) the image model's probabilities
     pixels: np.ndarray  # (1, 224, 224, 3) letterboxed raw RGB (for the full-tape fallback)
     size: tuple[int, int]  # (width, height) of the original photo
@@ -334,18 +334,28 @@ class GradCam:
     def uses_tail(self) -> bool:
         return self._tail is not None
 
-    def features(self, image: Any) -> Features:
-        """Decode (path, bytes or PIL image) + letterbox + one forward pass."""
+    def features(self, image: Any, probs: np.ndarray | None = None) -> Features:
+        """Decode (path, bytes or PIL image) + letterbox + one forward pass. `probs`: the
+        image model's probabilities for this photo when the caller has them already (a
+        product just scored): then no forward pass is run here; the pixel methods need
+        none, and the plain ones run the conv part when they first need it."""
         img = image if isinstance(image, Image.Image) else open_image(image, what="image")
         pixels = letterbox(img)[None]
+        if probs is not None:
+            return Features(None, np.asarray(probs, dtype=np.float32), pixels, img.size)
+        conv, probs = self._conv_forward(pixels)
+        return Features(conv, probs, pixels, img.size)
+
+    def _conv_forward(self, pixels: np.ndarray) -> tuple[Any, np.ndarray]:
+        """(conv activations, probabilities) of one forward pass; the first one also checks
+        that replaying the tail gives the backbone's own output (if not: the full tape)."""
         conv, pooled, probs = self._forward(tf.constant(pixels))
         if self._tail is not None and not self._tail_checked:
-            # Replaying the tail must give the backbone's own output; if not, use the full tape.
             _, replay = self._tail_grads(conv, tf.constant(0, tf.int32))
             if not np.allclose(replay.numpy(), pooled.numpy(), rtol=1e-4, atol=1e-5):
                 self._tail = None
             self._tail_checked = True
-        return Features(conv, np.asarray(probs[0], dtype=np.float32), pixels, img.size)
+        return conv, np.asarray(probs[0], dtype=np.float32)
 
     def heatmap(self, feats: Features, class_index: int, method: str | None = None) -> GradCamResult:
         """The heatmap for one class from cached features (cheap: replays the tail only)."""
@@ -371,6 +381,8 @@ class GradCam:
                 input_map = density_map(input_map)
             heatmap = _normalise(grid_to_image(input_map, width, height))
         else:
+            if feats.conv is None and self._tail is not None:
+                feats.conv = self._conv_forward(feats.pixels)[0]
             if self._tail is not None:
                 grads, _ = self._tail_grads(feats.conv, c)
                 conv = feats.conv

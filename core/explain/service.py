@@ -12,7 +12,9 @@ loaded Classifier (`explainer_for`, a weak cache: it goes away with the Classifi
 The prediction is computed here from the same forward passes the explanations use (one
 backbone pass serves both the image probabilities and Grad-CAM), and fused with the
 bundle's own Fusion, so the numbers explained are the numbers shown;
-`Classifier.predict` gives the same probabilities (tested).
+`Classifier.predict` gives the same probabilities (tested). A caller that has just
+predicted (the Predict page scores and records the product first) passes that prediction
+(`prediction=`): it is explained as it is, and the model is not run again for it.
 
 Bounded for everyone else: the text is cut to the app's one cap (`core.common.text`); the model
 lock is held for the prediction and Grad-CAM (a few forward passes) and, during SHAP,
@@ -164,13 +166,16 @@ class ProductExplainer:
 
     def explain(self, text: str | None = None, image: Any = None, class_label: str | None = None, *,
                 method: str = DEFAULT_METHOD, max_evals: int = MAX_EVALS, gradcam: bool = True,
-                text_shap: bool = True, time_budget: float | None = OWN_BUDGET) -> Explanation:
+                text_shap: bool = True, time_budget: float | None = OWN_BUDGET,
+                prediction: Prediction | None = None) -> Explanation:
         """Explain one product. `image`: path, bytes, file object or PIL image (bad image →
         InputError). `class_label`: the class to explain (default: the fused top class).
         `method`: the Grad-CAM method (`core.explain.gradcam.METHODS`); `max_evals`: cap on
         the text SHAP model evaluations. `time_budget`: seconds for the whole explanation
         (default the explainer's; None: unbounded); SHAP gets what the prediction and
-        Grad-CAM left of it. Every option holds for this call only."""
+        Grad-CAM left of it. Every option holds for this call only. `prediction`: this
+        product's prediction by this classifier when the caller has it (it is the one
+        explained and returned, and the probabilities are not computed again)."""
         if method not in METHODS:
             raise ValueError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(METHODS)}")
         if int(max_evals) < 1:
@@ -192,22 +197,30 @@ class ProductExplainer:
             raise InputError("nothing to explain: give a description or an image"
                              + ("" if clf.image_model is not None else " (this model has no image part)"))
         wanted = self.class_index(class_label) if class_label is not None else None
+        given = prediction is not None
+        if given:
+            self._check_prediction(prediction, has_text, has_image)
 
         with self._lock:  # a few forward passes; SHAP below takes the lock per model batch
             t = time.perf_counter()
-            n = len(clf.labels)
-            p_text = self.text_shap.predict_proba([text])[0].astype(np.float32) if has_text else None
+            if given:
+                p_text, p_image = prediction.text, prediction.image
+            else:
+                p_text = self.text_shap.predict_proba([text])[0].astype(np.float32) if has_text else None
             t_image = time.perf_counter()
-            feats = self.gradcam.features(img) if has_image else None  # the image model's forward pass
+            # the image model's forward pass (none when the prediction is given)
+            feats = self.gradcam.features(img, probs=p_image if given else None) if has_image else None
             t_image = time.perf_counter() - t_image
-            p_image = feats.probs if feats is not None else None
-            fused = clf.fusion.predict_proba(
-                p_text[None] if p_text is not None else np.zeros((1, n), np.float32),
-                p_image[None] if p_image is not None else np.zeros((1, n), np.float32),
-                np.array([has_text]), np.array([has_image]))[0]
-            prediction = Prediction(list(clf.labels), fused, p_text, p_image, clf.version)
-            c = int(np.argmax(fused)) if wanted is None else wanted
-            timings["prediction"] = time.perf_counter() - t
+            if not given:
+                n = len(clf.labels)
+                p_image = feats.probs if feats is not None else None
+                fused = clf.fusion.predict_proba(
+                    p_text[None] if p_text is not None else np.zeros((1, n), np.float32),
+                    p_image[None] if p_image is not None else np.zeros((1, n), np.float32),
+                    np.array([has_text]), np.array([has_image]))[0]
+                prediction = Prediction(list(clf.labels), fused, p_text, p_image, clf.version)
+                timings["prediction"] = time.perf_counter() - t
+            c = int(np.argmax(prediction.fused)) if wanted is None else wanted
 
             cam = None
             if feats is not None and gradcam:
@@ -229,6 +242,18 @@ class ProductExplainer:
         timings["modality"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         return Explanation(prediction, clf.labels[c], c, share, cam, shap_result, img, timings, notes)
+
+    def _check_prediction(self, prediction: Prediction, has_text: bool, has_image: bool) -> None:
+        """A given prediction must be this classifier's, of this product's parts: explaining
+        another model's numbers, or a photo the prediction never saw, would be wrong silently."""
+        clf = self.classifier
+        if list(prediction.labels) != list(clf.labels) or prediction.model_version != clf.version:
+            raise ValueError(f"the prediction is of model {prediction.model_version!r}, "
+                             f"not of the one explaining ({clf.version!r})")
+        if (prediction.text is not None) != has_text or (prediction.image is not None) != has_image:
+            raise ValueError("the prediction is not of this product: it was made "
+                             f"{'with' if prediction.text is not None else 'without'} a description and "
+                             f"{'with' if prediction.image is not None else 'without'} a photo")
 
 
 _EXPLAINERS: "weakref.WeakKeyDictionary[Classifier, ProductExplainer]" = weakref.WeakKeyDictionary()

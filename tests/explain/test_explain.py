@@ -449,6 +449,55 @@ def test_every_call_honours_its_own_options(loaded, explainer):
         explain(loaded, text=text, image=img, method="occlusion")
 
 
+def test_a_given_prediction_is_explained_without_running_the_model_again(loaded, explainer, monkeypatch):
+    """The Predict page scores (and records) the product, then explains it: passing that
+    prediction, the model's probabilities are computed once per Predict, and the
+    explanation is of the very prediction recorded and shown."""
+    from core.explain.service import explain
+    from core.models.classifier import Classifier
+
+    rng = random.Random(13)
+    img, _ = square_photo(COLOURS["Red"], rng)
+    text = keyword_text("Green", rng)
+    reference = explain(loaded, text=text, image=img, time_budget=None)  # computes its own prediction
+    runs = {"predict": 0, "text": 0, "image": 0}
+    predict, text_call, image_call = Classifier.predict, explainer.text_shap._call, explainer.gradcam._forward
+
+    def counted(name, f):
+        def call(*args, **kwargs):
+            runs[name] += 1
+            return f(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(Classifier, "predict", counted("predict", predict))
+    monkeypatch.setattr(explainer.text_shap, "_call", counted("text", text_call))
+    monkeypatch.setattr(explainer.gradcam, "_forward", counted("image", image_call))
+    scored = loaded.predict(text=text, image=img)  # what score_product records
+    e = explain(loaded, text=text, image=img, prediction=scored, text_shap=False)
+    assert runs == {"predict": 1, "text": 0, "image": 0}
+    assert e.prediction is scored and "prediction" not in e.timings
+    # the same explanation as one that predicts for itself
+    full = explain(loaded, text=text, image=img, prediction=scored, time_budget=None)
+    assert full.label == reference.label and full.modality.decided_by == reference.modality.decided_by
+    assert (full.modality.text, full.modality.image) == pytest.approx((reference.modality.text,
+                                                                       reference.modality.image), abs=1e-4)
+    np.testing.assert_allclose(full.gradcam.heatmap, reference.gradcam.heatmap, atol=1e-5)
+    np.testing.assert_allclose(full.text_shap.values, reference.text_shap.values, atol=1e-6)
+    # plain Grad-CAM needs the conv activations: one forward pass of its own, the same map
+    runs.update(image=0)
+    plain = explain(loaded, image=img, prediction=loaded.predict(image=img), method="gradcam")
+    assert runs["image"] == 1
+    np.testing.assert_allclose(plain.gradcam.heatmap, explainer.gradcam.explain(img, plain.class_index,
+                                                                                 method="gradcam").heatmap, atol=1e-5)
+    # a prediction of another product or model is refused, not explained
+    with pytest.raises(ValueError, match="not of this product"):
+        explain(loaded, text=text, image=img, prediction=loaded.predict(text=text))
+    other = loaded.predict(text=text)
+    other.model_version = "another-model"
+    with pytest.raises(ValueError, match="another-model"):
+        explain(loaded, text=text, prediction=other)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
