@@ -122,7 +122,8 @@ def image_deletion(explainer, paths, seed: int, methods: tuple[str, ...] | None 
     """`methods`: the Grad-CAM methods to score, the explainer's default first (its time
     is the one reported as gradcam_seconds_in_loop)."""
     from core.common.images import letterbox, open_image
-    from core.explain.gradcam import DEFAULT_METHOD, METHODS, ImageShap, readability
+    from core.explain.gradcam import DEFAULT_METHOD, METHODS, readability
+    from image_shap import ImageShap  # bench/'s own: too slow for the app
 
     gradcam, model = explainer.gradcam, explainer.classifier.image_model
     default = DEFAULT_METHOD
@@ -206,9 +207,19 @@ def _to_pil(arr: np.ndarray):
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def text_deletion(explainer, texts, seed: int, k: int = 3) -> dict:
-    from core.explain.text_shap import random_word_indices, top_word_indices
+def random_word_indices(result, k: int, rng: random.Random) -> list[int]:
+    """k random token indices of a TextShapResult that are actual words (the baseline)."""
+    words = [i for i, t in enumerate(result.tokens) if t.token]
+    return rng.sample(words, min(k, len(words)))
 
+
+def top_word_indices(result, k: int) -> list[int]:
+    """The k words with the largest positive SHAP value."""
+    order = [i for i in np.argsort(-result.values, kind="stable") if result.tokens[i].token]
+    return [int(i) for i in order[:k] if result.tokens[i].value > 0]
+
+
+def text_deletion(explainer, texts, seed: int, k: int = 3) -> dict:
     ts = explainer.text_shap
     rng = random.Random(seed)
     drop_top, drop_rand, errors, evals, seconds, fewer = [], [], [], [], [], 0

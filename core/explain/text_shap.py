@@ -31,7 +31,6 @@ Bounded work, whatever the text (a 20k-word paste must not cost minutes):
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 import time
@@ -285,15 +284,3 @@ class TextShap:
                     "the rest of the text counts as one part" if words > explained else "")
         return TextShapResult(text, int(class_index), label, tokens, base, output, error, budget,
                               time.perf_counter() - started, segments, words, explained, coarse, note)
-
-
-def random_word_indices(result: TextShapResult, k: int, rng: random.Random) -> list[int]:
-    """k random token indices that are actual words (the deletion test's baseline)."""
-    words = [i for i, t in enumerate(result.tokens) if t.token]
-    return rng.sample(words, min(k, len(words)))
-
-
-def top_word_indices(result: TextShapResult, k: int) -> list[int]:
-    """The k words with the largest positive SHAP value."""
-    order = [i for i in np.argsort(-result.values, kind="stable") if result.tokens[i].token]
-    return [int(i) for i in order[:k] if result.tokens[i].value > 0]
