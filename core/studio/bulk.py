@@ -150,7 +150,7 @@ def undo_bulk(store: Store, user: User, bulk_id: int) -> BulkUndo:
         undone = db.execute("""UPDATE reviews SET revoked_at = :now, revoked_by = :user
                                WHERE bulk_id = :bulk AND revoked_at IS NULL AND id IN (SELECT id FROM settled)""",
                             {"now": now, "user": user.username, "bulk": int(bulk_id)}).rowcount
-        kept = db.execute("SELECT COUNT(*) FROM reviews WHERE bulk_id = ? AND revoked_at IS NULL",
+        kept = db.execute("SELECT COUNT(*) FROM live_reviews WHERE bulk_id = ?",
                           [int(bulk_id)]).fetchone()[0]
         db.execute("UPDATE bulk_actions SET undone_at = ?, undone_by = ? WHERE id = ?", [now, user.username, bulk_id])
         store.audit(user.username, "bulk.undo", {"bulk_id": int(bulk_id), "undone": undone, "kept": kept}, db=db)

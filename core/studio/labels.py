@@ -21,7 +21,7 @@ from core.common.text import MAX_TEXT_CHARS, identity_key
 from core.data.catalogue import Catalogue, ImportReport, cap_catalogue_texts
 from core.studio.auth import User, require_current
 from core.studio.scoring import find_product, insert_product
-from core.studio.store import Store, content_key, text_key, utc_now
+from core.studio.store import LABELLING_SQL, Store, content_key, text_key, utc_now
 from core.studio.uploads import image_path, record_image, store_image_file
 
 EVAL_PERCENT = 15
@@ -142,10 +142,10 @@ def labelled_products(store: Store, split: str | None = None) -> pd.DataFrame:
 
 def label_conflicts(store: Store) -> pd.DataFrame:
     """Products whose reviewers disagreed (the latest decision is the one used)."""
-    return pd.DataFrame(store.query("""
+    return pd.DataFrame(store.query(f"""
         SELECT product_id, COUNT(DISTINCT new_label) AS labels, GROUP_CONCAT(reviewer || ': ' || new_label, '; ')
                AS decisions
-        FROM (SELECT * FROM live_reviews WHERE decision IN ('accept', 'correct') ORDER BY id)  -- decisions in order
+        FROM (SELECT * FROM live_reviews WHERE decision IN {LABELLING_SQL} ORDER BY id)  -- decisions in order
         GROUP BY product_id HAVING COUNT(DISTINCT new_label) > 1
         """), columns=["product_id", "labels", "decisions"])
 

@@ -17,9 +17,8 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from core.studio.store import Store
+from core.studio.store import LABELLING_SQL, Store
 
-SETTLED = "('accept', 'correct')"  # review decisions that settle a product
 BOTH_MODELS = "p.text_probs IS NOT NULL AND p.text_probs != 'null' " \
               "AND p.image_probs IS NOT NULL AND p.image_probs != 'null'"
 FINAL_LABEL = "CASE WHEN r.decision = 'correct' THEN coalesce(r.new_label, r.old_label) ELSE r.old_label END"
@@ -58,7 +57,7 @@ def predictions_per_day(store: Store, days: int | None = 30) -> pd.DataFrame:
     rows = store.query(f"""
         SELECT substr(p.created_at, 1, 10) AS day, count(*) AS predictions,
                count(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id
-                                                AND r.decision IN {SETTLED})
+                                                AND r.decision IN {LABELLING_SQL})
                               THEN p.product_id END) AS reviewed
         FROM predictions p {_where(window)}
         GROUP BY day ORDER BY day""", params)
@@ -80,7 +79,7 @@ def correction_rate_per_class(store: Store) -> pd.DataFrame:
     rows = store.query(f"""
         SELECT r.old_label AS label, count(*) AS reviewed,
                sum({FINAL_LABEL} != r.old_label) AS corrected
-        FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
+        FROM live_reviews r WHERE r.decision IN {LABELLING_SQL} AND r.old_label IS NOT NULL
         GROUP BY r.old_label ORDER BY r.old_label""")
     frame = _frame(rows, {"label": "str", "reviewed": "int64", "corrected": "int64"})
     frame["rate"] = _rate(frame["corrected"], frame["reviewed"])
@@ -93,7 +92,7 @@ def predicted_vs_corrected(store: Store) -> tuple[list[str], list[list[int]]]:
     predicted class was labels[j], so `charts.confusion_heatmap` draws it as is."""
     rows = store.query(f"""
         SELECT r.old_label AS predicted, {FINAL_LABEL} AS final, count(*) AS n
-        FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL
+        FROM live_reviews r WHERE r.decision IN {LABELLING_SQL} AND r.old_label IS NOT NULL
         GROUP BY predicted, final""")
     labels = sorted({row["predicted"] for row in rows} | {row["final"] for row in rows})
     index = {label: i for i, label in enumerate(labels)}
@@ -126,14 +125,14 @@ def summary(store: Store) -> dict:
     row = store.one(f"""
         SELECT (SELECT count(*) FROM predictions) AS predictions,
                (SELECT count(DISTINCT product_id) FROM predictions) AS products,
-               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED}) AS reviews,
-               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED}
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {LABELLING_SQL}) AS reviews,
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {LABELLING_SQL}
                   AND r.old_label IS NOT NULL AND {FINAL_LABEL} != r.old_label) AS corrections,
-               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {SETTLED} AND r.old_label IS NOT NULL)
+               (SELECT count(*) FROM live_reviews r WHERE r.decision IN {LABELLING_SQL} AND r.old_label IS NOT NULL)
                   AS labelled_reviews,
                (SELECT count(*) FROM live_reviews r WHERE r.decision = 'skip') AS skipped,
                (SELECT count(DISTINCT p.product_id) FROM predictions p WHERE NOT EXISTS (
-                  SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id AND r.decision IN {SETTLED}))
+                  SELECT 1 FROM live_reviews r WHERE r.product_id = p.product_id AND r.decision IN {LABELLING_SQL}))
                   AS pending,
                (SELECT count(*) FROM predictions p WHERE {BOTH_MODELS}) AS both_models,
                (SELECT count(*) FROM predictions p WHERE {BOTH_MODELS} AND p.disagree = 1) AS disagreements""")

@@ -23,7 +23,8 @@ import pandas as pd
 
 from core.common.errors import InputError
 from core.studio.auth import User, require, require_current
-from core.studio.store import DECISIONS, SETTLING, SUGGEST, Store, from_json, to_json, utc_now
+from core.studio.store import (DECISIONS, DECISIONS_SQL, SETTLING, SETTLING_SQL, SUGGEST, Store, from_json,
+                                settled_decision, to_json, utc_now)
 from core.studio.uploads import image_path
 
 CLAIM_SECONDS = 10 * 60
@@ -44,8 +45,6 @@ ORDER_LABELS: dict[str, str] = {
     SUSPECTS: "Suspected mislabels",
 }
 DEFAULT_ORDER = "least_confidence"
-
-_SETTLING_SQL = "('" + "', '".join(SETTLING) + "')"
 
 # Products with a prediction and no settled decision, each with its latest prediction ...
 _OPEN = """
@@ -68,7 +67,7 @@ FROM suspects s
 JOIN products pr ON pr.id = s.product_id
 WHERE s.flagged = 1
   AND NOT EXISTS (SELECT 1 FROM live_reviews r WHERE r.product_id = s.product_id AND r.created_at >= s.created_at
-                  AND r.decision IN {_SETTLING_SQL})
+                  AND r.decision IN {SETTLING_SQL})
 """
 _SUSPECTS_PENDING = _SUSPECTS_OPEN + _NOT_HELD.format(key="s.product_id")
 
@@ -188,13 +187,12 @@ def claim_next(store: Store, user: User, order: str = DEFAULT_ORDER, *, ttl: flo
         db.execute("DELETE FROM claims WHERE user = ? AND product_id != ?", [user.username, product_id])
         db["claims"].upsert({"product_id": product_id, "user": user.username, "expires_at": now + ttl},
                             pk="product_id")
-        seen = db.execute(f"SELECT MAX(id) FROM live_reviews WHERE product_id = ? AND decision IN {_SETTLING_SQL}",
-                          [product_id]).fetchone()[0]
+        seen = settled_decision(db, product_id)
         suggestions = [dict(r) for r in db.execute(
             "SELECT reviewer, new_label, note, created_at FROM live_reviews WHERE product_id = ? AND decision = ? "
             "ORDER BY id", [product_id, SUGGEST])]
     item = build(row, now + ttl)
-    item.seen_review_id = seen or 0
+    item.seen_review_id = seen["id"] if seen is not None else 0
     item.suggestions = suggestions
     return item
 
@@ -216,12 +214,10 @@ def _check_not_overtaken(db, user: User, product_id: int, seen_review_id: int | 
     claim = db.execute("SELECT user, expires_at FROM claims WHERE product_id = ?", [product_id]).fetchone()
     if claim is not None and claim[0] == user.username and claim[1] > time.time():
         return
-    newer = db.execute(f"SELECT reviewer FROM live_reviews WHERE product_id = ? AND id > ? "
-                       f"AND decision IN {_SETTLING_SQL} ORDER BY id DESC LIMIT 1",
-                       [product_id, seen_review_id]).fetchone()
-    if newer is not None:
-        raise DecisionConflict(f"someone decided meanwhile ({newer[0]} decided product {product_id} after it was "
-                               "shown to you); nothing was saved")
+    newer = settled_decision(db, product_id)
+    if newer is not None and newer["id"] > seen_review_id:
+        raise DecisionConflict(f"someone decided meanwhile ({newer['reviewer']} decided product {product_id} "
+                               "after it was shown to you); nothing was saved")
 
 
 def insert_decision(db, user: User, product_id: int, decision: str, *, new_label: str | None,
@@ -291,7 +287,7 @@ def _catalogue_label(db, product_id: int) -> dict:
         raise InputError(f"product {product_id} has neither a prediction nor a label to review")
     known = [r[0] for r in db.execute("SELECT DISTINCT true_label FROM products WHERE true_label IS NOT NULL "
                                       "UNION SELECT DISTINCT new_label FROM live_reviews WHERE new_label IS NOT NULL "
-                                      f"AND decision IN {_SETTLING_SQL}")]
+                                      f"AND decision IN {SETTLING_SQL}")]
     return {"label": row[0], "labels": to_json(sorted(known)), "model_version": None}
 
 
@@ -334,11 +330,9 @@ class Undone:
 
 
 def _check_still_latest(db, review: dict) -> None:
-    later = db.execute(f"SELECT reviewer FROM live_reviews WHERE product_id = ? AND id > ? "
-                       f"AND decision IN {_SETTLING_SQL} ORDER BY id DESC LIMIT 1",
-                       [review["product_id"], review["id"]]).fetchone()
-    if later is not None:
-        raise DecisionConflict(f"{later[0]} decided product {review['product_id']} after this decision; "
+    later = settled_decision(db, review["product_id"])
+    if later is not None and later["id"] > review["id"]:
+        raise DecisionConflict(f"{later['reviewer']} decided product {review['product_id']} after this decision; "
                                "nothing was changed")
 
 
@@ -351,8 +345,8 @@ def undo_last(store: Store, user: User) -> Undone | None:
     them as their current item. None when there is nothing to undo."""
     user = require_current(store, user, "review")
     with store.transaction() as db:
-        row = db.execute("SELECT * FROM live_reviews WHERE reviewer = ? AND decision IN "
-                         f"{tuple([*SETTLING, 'skip'])} ORDER BY id DESC LIMIT 1", [user.username]).fetchone()
+        row = db.execute(f"SELECT * FROM live_reviews WHERE reviewer = ? AND decision IN {DECISIONS_SQL} "
+                         "ORDER BY id DESC LIMIT 1", [user.username]).fetchone()
         if row is None:
             return None
         review = dict(row)

@@ -38,6 +38,20 @@ ROLES = ("admin", "reviewer", "viewer")
 SETTLING = ("accept", "correct", "out_of_scope")
 DECISIONS = (*SETTLING, "skip")
 SUGGEST = "suggest"
+# The settling decisions that name a category (out_of_scope names none): what the Monitor
+# counts as reviewed and what reviewers can disagree on.
+LABELLING = ("accept", "correct")
+
+
+def sql_list(values: tuple[str, ...]) -> str:
+    """`('a', 'b')`: a tuple of this module's decision names as SQL literals, for
+    `decision IN …` (constants only, never user input)."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+SETTLING_SQL = sql_list(SETTLING)
+DECISIONS_SQL = sql_list(DECISIONS)
+LABELLING_SQL = sql_list(LABELLING)
 
 
 def utc_now() -> str:
@@ -133,13 +147,17 @@ def content_key(text: str | None, image_hash: str | None) -> str:
 
 
 # The one rule for "a settled decision": the latest decision not undone among accept /
-# correct / out_of_scope. Every query that needs a product's reviewed label reads these views.
-_VIEWS = """
+# correct / out_of_scope. Every query that needs a product's settled decision or its label
+# reads these views, or `settled_decision` for one product (`live_reviews`: every decision
+# not undone; SETTLING_SQL where every settling decision counts, not only the latest).
+# Created by migration v4: changing SETTLING needs a migration that recreates them
+# (test_store checks they agree).
+_VIEWS = f"""
 CREATE VIEW live_reviews AS SELECT * FROM reviews WHERE revoked_at IS NULL;
 CREATE VIEW settled AS
   SELECT r.* FROM reviews r
   JOIN (SELECT product_id, MAX(id) AS id FROM reviews
-        WHERE revoked_at IS NULL AND decision IN ('accept', 'correct', 'out_of_scope')
+        WHERE revoked_at IS NULL AND decision IN {SETTLING_SQL}
         GROUP BY product_id) last ON last.id = r.id;
 CREATE VIEW effective_labels AS
   SELECT p.id AS product_id,
@@ -150,6 +168,14 @@ CREATE VIEW effective_labels AS
          s.id AS review_id, s.reviewer, s.created_at AS reviewed_at, s.decision
   FROM products p LEFT JOIN settled s ON s.product_id = p.id;
 """
+
+
+def settled_decision(db: sqlite_utils.Database, product_id: int) -> sqlite3.Row | None:
+    """The product's row of the `settled` view (its settled decision), or None. Looked up
+    through the reviews' product index: the view itself is built over every product before
+    it is filtered (about 0.2 s at 200,000 reviews, against well under a millisecond)."""
+    return db.execute(f"SELECT * FROM live_reviews WHERE product_id = ? AND decision IN {SETTLING_SQL} "
+                      "ORDER BY id DESC LIMIT 1", [product_id]).fetchone()
 
 
 def _v4_trustworthy_labels(db: sqlite_utils.Database) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.common.errors import InputError
 from core.studio.auth import User, require
-from core.studio.store import SETTLING, Store
+from core.studio.store import DECISIONS_SQL, SETTLING, SETTLING_SQL, Store
 
 OUT_OF_SCOPE = "(out of scope)"  # how an out-of-scope decision reads among the labels
 STATS_COLUMNS = ["reviewer", "decisions", "accepts", "corrections", "skips", "out_of_scope", "bulk", "undone",
@@ -25,11 +25,11 @@ STATS_COLUMNS = ["reviewer", "decisions", "accepts", "corrections", "skips", "ou
 DISAGREEMENT_COLUMNS = ["product_id", "text", "decisions", "labels", "label", "label_source", "predicted_label",
                         "reviewers", "latest_review_id"]
 
-_REVIEWS = """
+_REVIEWS = f"""
 SELECT r.id, r.product_id, r.reviewer, r.decision, r.new_label, r.created_at, r.bulk_id,
        r.revoked_at IS NOT NULL AS undone, pred.label AS predicted_label
 FROM reviews r LEFT JOIN predictions pred ON pred.id = r.prediction_id
-WHERE r.decision IN ('accept', 'correct', 'out_of_scope', 'skip')
+WHERE r.decision IN {DECISIONS_SQL}
 ORDER BY r.id
 """
 
@@ -92,8 +92,8 @@ def disagreements(store: Store, user: User) -> pd.DataFrame:
     """Products where two reviewers' latest decisions (not undone) differ and no admin has
     settled them yet (an admin's decision is not the product's settled one)."""
     require(user, "users")
-    rows = store.query("""
-        WITH candidates AS (SELECT product_id FROM live_reviews WHERE decision IN ('accept', 'correct', 'out_of_scope')
+    rows = store.query(f"""
+        WITH candidates AS (SELECT product_id FROM live_reviews WHERE decision IN {SETTLING_SQL}
                             GROUP BY product_id HAVING COUNT(DISTINCT reviewer) > 1),
              present AS MATERIALIZED (  -- built once: joined per review, the view would be scanned per row
                SELECT e.product_id, e.label, e.label_source, e.review_id AS settled_id,
@@ -107,7 +107,7 @@ def disagreements(store: Store, user: User) -> pd.DataFrame:
         FROM present
         JOIN live_reviews r ON r.product_id = present.product_id
         JOIN products p ON p.id = r.product_id
-        WHERE r.decision IN ('accept', 'correct', 'out_of_scope')
+        WHERE r.decision IN {SETTLING_SQL}
         ORDER BY r.product_id, r.id""")
     by_product: dict[int, list[dict]] = {}
     for r in rows:

@@ -349,3 +349,28 @@ def test_v4_backfills_content_keys_and_the_settled_view_skips_undone_decisions(t
         tx.execute("UPDATE reviews SET revoked_at = 'now' WHERE id = 2")
     assert store.one("SELECT label, label_source FROM effective_labels WHERE product_id = 1") == {
         "label": "A", "label_source": "reviewer"}
+
+
+def test_settled_decision_is_the_settled_views_row_for_one_product(store):
+    """The per-product lookup review_queue uses (fast, through the product index) gives
+    the same row as the `settled` view, whatever mix of decisions, skips, suggestions and
+    undos a product has; and the view itself was built from SETTLING."""
+    import random
+
+    from core.studio.store import SETTLING_SQL, settled_decision
+
+    rng = random.Random(3)
+    with store.transaction() as db:
+        db["products"].insert_all({"id": i, "text": f"p{i}"} for i in range(1, 41))
+        db["reviews"].insert_all({
+            "product_id": rng.randint(1, 40), "reviewer": rng.choice("abc"), "new_label": rng.choice(LABELS),
+            "decision": rng.choice(["accept", "correct", "out_of_scope", "skip", "suggest"]),
+            "revoked_at": "2026-01-01" if rng.random() < 0.3 else None} for _ in range(200))
+    view = {r["product_id"]: r for r in store.query("SELECT * FROM settled")}
+    assert 10 < len(view) < 40  # some products settled, some not
+    with store.read() as db:
+        for product_id in range(1, 41):
+            row = settled_decision(db, product_id)
+            assert (dict(row) if row is not None else None) == view.get(product_id), product_id
+    sql = store.one("SELECT sql FROM sqlite_master WHERE name = 'settled'")["sql"]
+    assert f"decision IN {SETTLING_SQL}" in sql
