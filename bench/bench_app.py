@@ -94,7 +94,7 @@ def main() -> int:
                                              [next_id])["latency_ms"])
             print(f"{k}: probabilities {probs:.2f} s, explanations {explained:.2f} s", file=sys.stderr)
     result = {
-        "model": model["version"] if model else None, "cpu_count": os.cpu_count(),
+        "model": model.version if model else None, "cpu_count": os.cpu_count(),
         "protocol": f"real browser (Debian chromium, Playwright); {args.warmup} warm-up products, then {args.n} "
                     "Flipkart products (photo + description); time from the Classify click until the text on screen",
         "upload_to_probabilities_seconds": percentiles(to_probs),

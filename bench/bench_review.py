@@ -39,7 +39,7 @@ def fill_queue(n: int, seed: int) -> None:
 
     store = Store()
     user = authenticate(store, USER, PASSWORD)
-    classifier = Classifier.load(live_model(store)["path"])
+    classifier = Classifier.load(live_model(store).path)
     for text, image in products(n, seed=seed):
         score_product(store, classifier, user, text=text, image=image.read_bytes())
 

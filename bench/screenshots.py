@@ -51,7 +51,7 @@ def ensure_queue_and_suspects(n: int = 30) -> None:
     store = Store()
     rita = authenticate(store, "rita", USERS["rita"][1])
     if pending_count(store) < 10:
-        classifier = Classifier.load(live_model(store)["path"])
+        classifier = Classifier.load(live_model(store).path)
         for text, image in products(n, seed=11):
             score_product(store, classifier, rita, text=text, image=image.read_bytes())
     if store.one("SELECT 1 AS x FROM suspects LIMIT 1") is None:
