@@ -583,7 +583,7 @@ def test_cli_bad_input(square_bundle, tmp_path):
 
 def test_core_cli_explain_one_line_error_exit_2(square_bundle, tmp_path, capsys):
     """Through `python -m core explain` once core/cli.py registers the command."""
-    from core.cli.main import main as core_cli
+    from core.cli import main as core_cli  # the module (its COMMANDS), not its main()
 
     if "explain" not in core_cli.COMMANDS:
         pytest.skip("the explain command is not wired into core/cli.py yet")
