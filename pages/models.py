@@ -10,11 +10,11 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from core.studio.batch import StagedUpload, discard_upload, load_staged, open_folder_csv, stage_upload
+from core.studio.batch import StagedUpload, discard_upload, open_folder_csv, server_csvs, stage_upload
 from core.studio.compare import compare, promote
 from core.studio.jobs import ACTIVE, latest_job
 from core.studio.label_check import start_suspects_job
-from core.studio.labels import import_catalogue, label_conflicts, labelled_products
+from core.studio.labels import CatalogueMapping, import_staged, label_conflicts, labelled_products
 from core.studio.registry import list_models, live_model
 from core.studio.retrain import start_training
 from pages._ui import charts
@@ -132,11 +132,7 @@ def staged_catalogue() -> StagedUpload | None:
     if csv_file is not None:
         key: tuple = ("upload", csv_file.file_id, zip_file.file_id if zip_file else None)
     elif folder.strip():
-        path = Path(folder.strip()).expanduser()
-        csvs = sorted(path.glob("*.csv")) if path.is_dir() else ([path] if path.suffix == ".csv" else [])
-        if not csvs:
-            st.warning(f"No CSV file in {path}")
-            return None
+        csvs = server_csvs(store(), user, folder)
         chosen = st.selectbox("CSV", csvs, format_func=lambda p: p.name, key="import_folder_csv")
         key = ("folder", str(chosen), chosen.stat().st_mtime if chosen.exists() else 0)
     else:
@@ -182,22 +178,16 @@ if staged is not None:
         go = st.form_submit_button("Import", type="primary")
     if go:
         bar = st.progress(0.0, text="Reading the catalogue…")
+        mapping = CatalogueMapping(text_cols, label_col, int(level) or None, None if image_col == NONE else image_col,
+                                   None if id_col == NONE else id_col)
+        restage = (lambda: stage_upload(csv_file.getvalue(), csv_file.name, zip_file.getvalue() if zip_file else None)
+                   ) if csv_file is not None else None
         with friendly_errors("Import failed, nothing was added: "):
-            if not staged.csv_path.exists() and csv_file is not None:  # removed after the last import: stage again
-                staged = stage_upload(csv_file.getvalue(), csv_file.name, zip_file.getvalue() if zip_file else None)
-                st.session_state["import_staged"] = (st.session_state["import_staged"][0], staged)
-            try:
-                catalogue = load_staged(staged, text_cols=text_cols, label_col=label_col,
-                                        label_level=int(level) or None,
-                                        image_col=None if image_col == NONE else image_col, require_labels=True)
-                summary = import_catalogue(store(), user, catalogue, name,
-                                           on_progress=lambda f, m: bar.progress(f, text=m),
-                                           id_col=None if id_col == NONE else id_col)
-            finally:
-                discard_upload(staged)  # photos are stored by now; a folder on the server is never touched
+            summary, report = import_staged(store(), user, staged, mapping, name, restage=restage,
+                                            on_progress=lambda f, m: bar.progress(f, text=m))
             bar.empty()
             st.success(import_message(summary, name), icon=":material/check_circle:")
-            for line in staged.report_lines(catalogue, limit=6):
+            for line in report:
                 st.caption(line)
 
 # -- train --------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ from core.common.files import safe_csv_bytes
 from core.common.settings import get_settings
 from core.common.text import MAX_TEXT_CHARS
 from core.data.catalogue import Catalogue, cap_catalogue_texts, load_catalogue
-from core.data.csv_files import read_csv
 from core.data.columns import ColumnGuess, guess_columns
+from core.data.csv_files import read_csv
 from core.models.classifier import Classifier
 from core.studio.auth import User, require_current
 from core.studio.scoring import find_or_insert_product, margin, prediction_row
@@ -253,6 +253,17 @@ def _stage(folder: Path, csv_bytes: bytes, csv_name: str, zip_bytes: bytes | Non
         image_files = frozenset(str(PurePosixPath(m.filename.replace("\\", "/"))) for m in members)
     return StagedUpload(folder, csv_path, list(frame.columns), len(frame), guess_columns(frame),
                         image_root, image_files, confined=True, frame=frame)
+
+
+def server_csvs(store: Store, user: User, folder: str | Path) -> list[Path]:
+    """The CSV files an admin may import from a folder on the server (or the CSV named);
+    InputError when there is none. Reading the server's disk is the training role's."""
+    require_current(store, user, "train")
+    path = Path(str(folder).strip()).expanduser()
+    csvs = sorted(path.glob("*.csv")) if path.is_dir() else ([path] if path.suffix == ".csv" and path.is_file() else [])
+    if not csvs:
+        raise InputError(f"no CSV file in {path}")
+    return csvs
 
 
 def open_folder_csv(csv_path: Path, encoding: str = "utf-8") -> StagedUpload:

@@ -20,6 +20,7 @@ from core.common.errors import InputError
 from core.common.text import MAX_TEXT_CHARS, identity_key
 from core.data.catalogue import Catalogue, ImportReport, cap_catalogue_texts
 from core.studio.auth import User, require_current
+from core.studio.batch import StagedUpload, discard_upload, load_staged
 from core.studio.scoring import find_product, insert_product
 from core.studio.store import LABELLING_SQL, Store, content_key, text_key, utc_now
 from core.studio.uploads import image_path, record_image, store_image_file
@@ -60,6 +61,36 @@ def _external_ids(catalogue: Catalogue, id_col: str | None) -> list[str | None]:
     if id_col.strip() not in columns:
         raise InputError(f"{catalogue.source.name}: no id column '{id_col}' (columns: {', '.join(columns)})")
     return [(" ".join(str(v).split()) or None) for v in catalogue.frame[columns[id_col.strip()]].tolist()]
+
+
+@dataclass(frozen=True)
+class CatalogueMapping:
+    """Which columns of a catalogue CSV hold what (as the CLI's flags say it)."""
+
+    text_cols: list[str]
+    label_col: str | None
+    label_level: int | None = None
+    image_col: str | None = None
+    id_col: str | None = None
+
+
+def import_staged(store: Store, user: User, staged: StagedUpload, mapping: CatalogueMapping, name: str, *,
+                  on_progress: Callable[[float, str], None] | None = None,
+                  restage: Callable[[], StagedUpload] | None = None) -> tuple[ImportSummary, list[str]]:
+    """The app's import of a staged CSV (+ photos) in one step: staged again (`restage`)
+    when an earlier import removed its copy, read with `mapping`, imported, and the
+    upload's copy removed whatever happens (a folder on the server is never touched).
+    Returns the summary and the import report's first lines, paths made relative."""
+    require_current(store, user, "train")
+    if not staged.csv_path.exists() and restage is not None:
+        staged = restage()
+    try:
+        catalogue = load_staged(staged, text_cols=mapping.text_cols, label_col=mapping.label_col,
+                                label_level=mapping.label_level, image_col=mapping.image_col, require_labels=True)
+        summary = import_catalogue(store, user, catalogue, name, on_progress, id_col=mapping.id_col)
+    finally:
+        discard_upload(staged)  # photos are stored by now
+    return summary, staged.report_lines(catalogue, limit=6)
 
 
 def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,

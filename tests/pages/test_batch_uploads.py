@@ -225,6 +225,14 @@ def test_models_import_from_a_folder_on_the_server(app_home, tmp_path):
     missing = [c.value for c in at.caption if "file not found" in c.value]
     assert missing and all(str(folder) not in line for line in missing)  # named inside the folder, not by path
 
+    # then a folder without a CSV, and a path that does not exist: a message, no mapping form, nothing added
+    before = count("products")
+    for wrong in (folder / "images", tmp_path / "nowhere"):
+        at.text_input(key="import_folder").input(str(wrong))
+        at = ok(at.run())
+        assert errors(at) == [f"Cannot read the catalogue: no CSV file in {wrong}"]
+        assert not [b for b in at.button if b.label == "Import"] and count("products") == before
+
 
 # --------------------------------------------------------------------------- messages after a rerun
 
