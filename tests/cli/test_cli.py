@@ -215,7 +215,7 @@ def test_help_lists_the_commands_a_person_runs_and_no_internal_one():
     assert "{" + ",".join(VISIBLE_COMMANDS) + "}" in proc.stdout
     listed = re.findall(r"^    (\S+)\s", proc.stdout, flags=re.M)
     assert listed == VISIBLE_COMMANDS
-    from core.cli.main import build_parser
+    from core.cli.parser import build_parser
 
     assert build_parser().parse_args(["job-worker", "7"]).job_id == 7  # hidden, still there for the job runner
 
@@ -225,7 +225,7 @@ def test_help_lists_the_commands_a_person_runs_and_no_internal_one():
     ("suspects", "--backbone", "efficientnet_lite0"),
 ])
 def test_architecture_flags_say_their_choices_and_default(capsys, command, flag, default):
-    from core.cli.main import build_parser
+    from core.cli.parser import build_parser
     from core.models.options import BACKBONE_NAMES, TEXT_ARCHS
 
     with pytest.raises(SystemExit):

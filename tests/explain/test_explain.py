@@ -596,7 +596,7 @@ def test_core_cli_explain_one_line_error_exit_2(square_bundle, tmp_path, capsys)
 def test_the_cli_default_method_is_the_library_default():
     """`explain --method` offers what gradcam offers, with the same default (the CLI does
     not import gradcam at start-up, so the two lists could drift)."""
-    from core.cli.main import build_parser
+    from core.cli.parser import build_parser
     from core.explain.gradcam import DEFAULT_METHOD, METHODS
 
     explain = build_parser()._subparsers._group_actions[0].choices["explain"]
