@@ -43,7 +43,7 @@ def margin(probs: np.ndarray) -> float:
 
 def clean_text(text: str | None) -> str:
     """Whitespace collapsed, case kept: the same text a catalogue row gives (`join_text`),
-    so the stored product reads as typed (normalize_text lower-cases: a duplicate key only).
+    so the stored product reads as typed (identity_key case-folds: a duplicate key only).
     Over the one cap (`core.common.text.MAX_TEXT_CHARS`) it is refused: a person typed it."""
     return refuse_long_text(join_text([text or ""]))
 

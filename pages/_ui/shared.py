@@ -85,11 +85,11 @@ def load_classifier(path: str, version: str):
 def _warm_up(explainer) -> None:
     """Trace the explainer's graphs once, while the model loads: otherwise the first user's
     explanation pays for the tracing and its time budget runs out (a coarse explanation)."""
-    import os
-
     from PIL import Image
 
-    if os.environ.get("STUDIO_EXPLAIN_WARM_UP", "1") == "0":  # the tests, which load a model per test
+    from core.common.settings import get_settings
+
+    if not get_settings().explain_warm_up:  # the tests, which load a model per test
         return
     try:
         explainer.explain(text="warm-up product description", image=Image.new("RGB", (64, 64), "white"),
