@@ -13,7 +13,7 @@ import streamlit as st
 from core.common.errors import InputError, one_line
 from core.studio.auth import MIN_PASSWORD_LENGTH, LoginThrottled, authenticate, change_password, ensure_first_admin
 from core.studio.registry import live_model, sync_models
-from pages._ui.shared import (
+from pages._ui.session import (
     current_user,
     end_session,
     restore_session,

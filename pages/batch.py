@@ -7,7 +7,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.studio.batch import discard_upload, load_staged, score_batch, stage_upload, to_csv_bytes
-from pages._ui.shared import friendly_errors, live_classifier, require_page, store
+from pages._ui.model import live_classifier
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors
 
 ENCODINGS = ["utf-8", "latin-1", "cp1252", "utf-16"]
 NONE = "(none)"

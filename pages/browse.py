@@ -25,7 +25,8 @@ from core.studio.browse import (
 from core.studio.bulk import bulk_accept, get_bulk, preview_bulk_accept, undo_bulk
 from core.studio.export import FORMATS, decision_log, labelled_dataset, table_bytes
 from pages._ui.flash import flash, show_flash
-from pages._ui.shared import friendly_errors, percent, require_page, store
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors, percent
 
 user = require_page("monitor")
 st.title("Data browser")

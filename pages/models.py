@@ -19,7 +19,9 @@ from core.studio.registry import list_models, live_model
 from core.studio.retrain import start_training
 from pages._ui import charts
 from pages._ui.flash import flash, show_flash
-from pages._ui.shared import friendly_errors, load_classifier, percent, require_page, store
+from pages._ui.model import load_classifier
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors, percent
 
 NONE = "(none)"
 IMPORT_MAPPING_KEYS = ("import_text_cols", "import_label_col", "import_level", "import_image_col", "import_id_col",

@@ -8,7 +8,8 @@ import streamlit as st
 from core.studio import monitor
 from core.studio.registry import live_model
 from pages._ui import charts
-from pages._ui.shared import percent, require_page, store
+from pages._ui.session import require_page, store
+from pages._ui.widgets import percent
 
 require_page("monitor")
 st.title("Monitor")

@@ -7,7 +7,8 @@ import streamlit as st
 
 from core.studio.review_queue import categories_of, change_decision, my_decisions, undo_last
 from core.studio.store import SETTLING
-from pages._ui.shared import friendly_errors, require_page, store
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors
 
 DECISION_NAMES = {"accept": "Accept", "correct": "Correct", "out_of_scope": "Out of scope", "skip": "Skip"}
 

@@ -8,15 +8,9 @@ import streamlit as st
 from core.studio.review_queue import LOW_CONFIDENCE, record_feedback
 from core.studio.scoring import score_product
 from pages._ui import charts
-from pages._ui.shared import (
-    friendly_errors,
-    honest_percent,
-    live_classifier,
-    percent,
-    require_page,
-    show_explanation,
-    store,
-)
+from pages._ui.model import live_classifier
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors, honest_percent, percent, show_explanation
 
 user = require_page("predict")
 st.title("Predict a category")

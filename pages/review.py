@@ -23,15 +23,9 @@ from core.studio.review_queue import (
     suspects_ran,
     undo_last,
 )
-from pages._ui.shared import (
-    focus_key,
-    friendly_errors,
-    live_classifier,
-    percent,
-    require_page,
-    show_explanation,
-    store,
-)
+from pages._ui.model import live_classifier
+from pages._ui.session import require_page, store
+from pages._ui.widgets import focus_key, friendly_errors, percent, show_explanation
 
 user = require_page("review")
 st.title("Review queue")

@@ -8,7 +8,8 @@ import streamlit as st
 
 from core.studio.team import OUT_OF_SCOPE, disagreements, reviewer_stats, settle_disagreement
 from pages._ui.flash import flash, show_flash
-from pages._ui.shared import friendly_errors, require_page, store
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors
 
 user = require_page("users")
 st.title("Team")

@@ -14,7 +14,8 @@ import streamlit as st
 from core.studio.auth import MIN_PASSWORD_LENGTH, create_user, list_users, set_role
 from core.studio.store import ROLES
 from pages._ui.flash import flash, show_flash
-from pages._ui.shared import friendly_errors, require_page, store
+from pages._ui.session import require_page, store
+from pages._ui.widgets import friendly_errors
 
 PENDING = "users_pending_admin"  # a grant of admin rights waiting for the admin's "yes"
 

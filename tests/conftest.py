@@ -157,7 +157,7 @@ def fresh_streamlit_process():
     st.cache_data.clear()
     # AppTest resets Streamlit's legacy pages/ mode before every run, so each run would
     # start by running the page file alone; a real server leaves it after its first run
-    # (pages/_ui/shared.py switches it off there). Start every AppTest run as a warm server.
+    # (pages/_ui/session.py switches it off there). Start every AppTest run as a warm server.
     original_init = PagesManager.__init__
 
     def init(self, *args, **kwargs):

@@ -20,7 +20,7 @@ from helpers.catalogues import CLASS_SPECS, draw_product, write_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "streamlit_app.py")
-if str(ROOT) not in sys.path:  # the app imports `core` and `pages._ui.shared`
+if str(ROOT) not in sys.path:  # the app imports `core` and `pages._ui`
     sys.path.insert(0, str(ROOT))
 
 TIMEOUT = 120
@@ -149,7 +149,7 @@ def live_version() -> str:
 def classifier():
     """The live model as the pages load it (the same cache entry)."""
     from core.studio.registry import live_model
-    from pages._ui.shared import load_classifier
+    from pages._ui.model import load_classifier
 
     row = live_model(store())
     return load_classifier(row.path, row.version)

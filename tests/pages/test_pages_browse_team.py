@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from core.studio.review_queue import record_review
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # the pages import `core` and `pages._ui.shared`
+if str(ROOT) not in sys.path:  # the pages import `core` and `pages._ui`
     sys.path.insert(0, str(ROOT))
 BROWSE, TEAM = str(ROOT / "pages" / "browse.py"), str(ROOT / "pages" / "team.py")
 NO_ACCESS = "You do not have access to this page."

@@ -1,36 +1,17 @@
-"""What every page shares: the logged-in user, the store, the live model (loaded once per
-process), and a guard that turns bad input into a message instead of a traceback.
-
-Not a page itself (the leading underscore; navigation is declared in streamlit_app.py).
-"""
+"""Who is on this page: the store, the logged-in user and the page guard, and the server-side
+session behind the browser's cookie (kept across reloads, new tabs and deep links)."""
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 import streamlit as st
 import streamlit.components.v2
 
-from core.common.errors import InputError, one_line
 from core.studio import sessions
-from core.studio.auth import PermissionDenied, User
+from core.studio.auth import User
 from core.studio.store import Store
 
-
-def _keep_keras_state() -> None:
-    """Streamlit calls keras.backend.clear_session() after every script run. That makes
-    every later prediction retrace its TensorFlow graphs (28 ms → 250 ms per product,
-    measured) and resets Keras' layer naming in all threads. The app loads its models
-    once per process and never needs that clean-up, so switch it off (pyplot, the other
-    module it cleans, is not used by the app)."""
-    from streamlit.runtime.scriptrunner import script_runner
-
-    script_runner._clean_problem_modules = lambda: None
-
-
-_keep_keras_state()
 
 @st.cache_resource(show_spinner=False)
 def store() -> Store:
@@ -67,71 +48,6 @@ def require_page(action: str) -> User:
         st.error("You do not have access to this page.")
         st.stop()
     return user
-
-
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def load_classifier(path: str, version: str):
-    """The live model, loaded once per process and shared by every session (Classifier
-    serialises its own inference with a lock). Keyed by version, so activating another
-    version loads that one."""
-    from core.explain.service import explainer_for
-    from core.models.classifier import Classifier
-
-    classifier = Classifier.load(path)
-    _warm_up(explainer_for(classifier))
-    return classifier
-
-
-def _warm_up(explainer) -> None:
-    """Trace the explainer's graphs once, while the model loads: otherwise the first user's
-    explanation pays for the tracing and its time budget runs out (a coarse explanation)."""
-    from PIL import Image
-
-    from core.common.settings import get_settings
-
-    if not get_settings().explain_warm_up:  # the tests, which load a model per test
-        return
-    try:
-        explainer.explain(text="warm-up product description", image=Image.new("RGB", (64, 64), "white"),
-                          time_budget=None)
-    except Exception:  # noqa: BLE001 - a warm-up that fails only costs the first user some time
-        import logging
-
-        logging.getLogger("catalog_studio").warning("explainer warm-up failed", exc_info=True)
-
-
-def live_classifier():
-    """(classifier, ModelVersion) of the live version, or (None, None) with a message."""
-    from core.studio.registry import live_model
-
-    row = live_model(store())
-    if row is None:
-        st.info("No model is live yet. An admin can import a labelled catalogue and train one on the "
-                "**Models** page, or run `python -m core demo` to train the demo model.")
-        return None, None
-    try:
-        return load_classifier(row.path, row.version), row
-    except (InputError, OSError, ValueError) as exc:
-        st.error(f"The live model ({row.version}) could not be loaded: {one_line(exc)}")
-        return None, None
-
-
-@contextmanager
-def friendly_errors(what: str = "") -> Iterator[None]:
-    """Show bad input and refused actions as a message on the page; anything else as a
-    short error line (the server log keeps the traceback)."""
-    try:
-        yield
-    except InputError as exc:
-        st.error(f"{what}{one_line(exc)}")
-    except PermissionDenied as exc:
-        st.error(f"Not allowed: {one_line(exc)}")
-    except Exception as exc:  # noqa: BLE001 - never a traceback in the UI
-        import logging
-
-        logging.getLogger("catalog_studio").exception("unexpected error")
-        st.error(f"{what}something went wrong ({type(exc).__name__}: {one_line(exc)[:300]}). "
-                 "Nothing was saved; the details are in the server log.")
 
 
 # --------------------------------------------------------------------------- the session cookie
@@ -252,62 +168,3 @@ def sync_session_cookie() -> None:
     else:
         return
     _cookie_component(key="session_cookie", data=data, height=0)
-
-
-def show_explanation(explanation, key: str, *, opacity_slider: bool = False) -> None:
-    """Grad-CAM over the photo beside the description coloured by SHAP (Predict, Review)."""
-    from pages._ui import charts
-
-    label = explanation.label
-    photo_col, words_col = st.columns(2)
-    if explanation.gradcam is not None:
-        opacity = (photo_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="gradcam_opacity")
-                   if opacity_slider else 0.45)
-        photo_col.plotly_chart(charts.gradcam_figure(explanation.image, explanation.gradcam.heatmap, opacity,
-                                                     title=f"Where the photo says “{label}”"),
-                               key=f"{key}_gradcam")
-    else:
-        photo_col.caption("No photo: the description decided alone.")
-    if explanation.text_shap is not None:
-        words_col.markdown(f"**Words for and against “{label}”** (red pushes towards it, blue away)")
-        words_col.html(charts.text_shap_html(explanation.text_shap))
-    else:
-        words_col.caption("No description: the photo decided alone.")
-    for note in explanation.notes:  # what was bounded: "the first 300 words", a time limit
-        words_col.caption(note)
-
-
-def percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
-
-
-def focus_key(key: str, selector: str) -> None:
-    """Pressing `key` (outside a text field) focuses the first element matching `selector`:
-    Streamlit's button shortcuts cannot focus a widget, and "/" is a key it does not take.
-    The script is ours and constant (no user input goes into it)."""
-    import json
-
-    st.html(f"""<script>
-(() => {{
-  const doc = window.parent ? window.parent.document : document;
-  const id = {json.dumps(f"studio-focus-{key}")};
-  if (doc[id]) {{ doc[id].selector = {json.dumps(selector)}; return; }}
-  const state = {{selector: {json.dumps(selector)}}};
-  doc[id] = state;
-  doc.addEventListener("keydown", (event) => {{
-    const target = event.target;
-    const typing = target && (["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName) || target.isContentEditable);
-    if (typing || event.ctrlKey || event.metaKey || event.altKey || event.key !== {json.dumps(key)}) return;
-    // while the page redraws, the last item's elements linger (marked stale): focus the live one
-    const element = [...doc.querySelectorAll(state.selector)].find(e => !e.closest('[data-stale="true"]'));
-    if (element) {{ event.preventDefault(); element.focus(); element.click(); }}
-  }});
-}})();
-</script>""", unsafe_allow_javascript=True, width="content")
-
-
-def honest_percent(value: float) -> str:
-    """A headline confidence: never "100%" (see pages._ui.charts.probability_label)."""
-    from pages._ui.charts import probability_label
-
-    return probability_label(value)
