@@ -125,7 +125,7 @@ def bench_retrain(catalogue) -> dict:
         started = time.time()
         job = get_job(store, start_training(store, admin, background=False))
         timings.append(round(time.time() - started, 1))
-    result = job["result"]
+    result = job.result
     store.path.unlink(missing_ok=True)
     return {"first_seconds": timings[0], "cached_seconds": timings[1], "target_seconds": 60,
             "rows": result["trained_from"]["rows"],

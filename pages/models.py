@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.studio.batch import StagedUpload, discard_upload, open_folder_csv, server_csvs, stage_upload
 from core.studio.compare import compare, promote
-from core.studio.jobs import ACTIVE, latest_job
+from core.studio.jobs import Job, latest_job
 from core.studio.label_check import start_suspects_job
 from core.studio.labels import CatalogueMapping, import_staged, label_conflicts, labelled_products
 from core.studio.registry import list_models, live_model
@@ -218,7 +218,7 @@ def _minutes_since(stamp: str | None) -> float:
 
 
 @st.fragment(run_every=2)
-def job_status(kind: str, title: str, done: Callable[[dict], str], idle: str = "", failed: str = "") -> None:
+def job_status(kind: str, title: str, done: Callable[[Job], str], idle: str = "", failed: str = "") -> None:
     """Polls the job table, so progress shows in whichever browser looks; when a job this
     page watched ends, the whole page redraws (new versions, a new queue).
 
@@ -231,30 +231,30 @@ def job_status(kind: str, title: str, done: Callable[[dict], str], idle: str = "
         if idle:
             st.caption(idle)
         return
-    if job["state"] in ACTIVE:
-        st.session_state[f"{kind}_watched"] = job["id"]
-        st.progress(job["progress"] or 0.0, text=f"{title} #{job['id']} ({job['user']}): "
-                                                 f"{job['message'] or job['stage'] or job['state']}")
+    if job.active:
+        st.session_state[f"{kind}_watched"] = job.id
+        st.progress(job.progress or 0.0, text=f"{title} #{job.id} ({job.user}): "
+                                              f"{job.message or job.stage or job.state}")
         return
-    if st.session_state.pop(f"{kind}_watched", None) == job["id"]:
-        st.session_state[f"{kind}_saw_end"] = job["id"]
+    if st.session_state.pop(f"{kind}_watched", None) == job.id:
+        st.session_state[f"{kind}_saw_end"] = job.id
         st.rerun(scope="app")
-    if job["state"] == "done":
+    if job.state == "done":
         st.success(done(job))
         return
-    dismissed = st.session_state.get(f"{kind}_dismissed") == job["id"]
-    watched = st.session_state.get(f"{kind}_saw_end") == job["id"]
-    if not dismissed and (watched or _minutes_since(job["finished_at"]) <= FAILED_SHOWN_MINUTES):
-        reason = (job["error"] or "no reason recorded").rstrip(". ")
-        st.error(f"{title} #{job['id']} failed: {reason}.{failed}", icon=":material/error:")
+    dismissed = st.session_state.get(f"{kind}_dismissed") == job.id
+    watched = st.session_state.get(f"{kind}_saw_end") == job.id
+    if not dismissed and (watched or _minutes_since(job.finished_at) <= FAILED_SHOWN_MINUTES):
+        reason = (job.error or "no reason recorded").rstrip(". ")
+        st.error(f"{title} #{job.id} failed: {reason}.{failed}", icon=":material/error:")
         st.button("Dismiss", key=f"{kind}_dismiss", on_click=st.session_state.__setitem__,
-                  args=(f"{kind}_dismissed", job["id"]))
+                  args=(f"{kind}_dismissed", job.id))
     else:
-        st.caption(f"The last {title.lower()} (#{job['id']}, {(job['finished_at'] or '')[:16].replace('T', ' ')} "
+        st.caption(f"The last {title.lower()} (#{job.id}, {(job.finished_at or '')[:16].replace('T', ' ')} "
                    f"UTC) failed.{failed}")
 
 
-job_status("train", "Training", lambda job: f"Training #{job['id']} finished: version {(job['result'] or {}).get('version')}. "
+job_status("train", "Training", lambda job: f"Training #{job.id} finished: version {(job.result or {}).get('version')}. "
            "Compare it above, then promote it if it is better.", idle="No training yet.",
            failed=" The live model is unchanged.")
 
@@ -269,5 +269,5 @@ if st.button("Find suspected mislabels", key="suspects_button"):
         st.rerun()
 
 
-job_status("suspects", "Label check", lambda job: f"{(job['result'] or {}).get('flagged', 0):,} suspected mislabels "
-           f"among {(job['result'] or {}).get('scored', 0):,} catalogue items: see Review queue → suspected mislabels.")
+job_status("suspects", "Label check", lambda job: f"{(job.result or {}).get('flagged', 0):,} suspected mislabels "
+           f"among {(job.result or {}).get('scored', 0):,} catalogue items: see Review queue → suspected mislabels.")

@@ -102,7 +102,7 @@ def _train_from_store(args) -> int:
     for k in range(args.seeds):
         job_id = start_training(store, User.system("cli"), _train_config(args, args.seed + k), background=False,
                                 out=args.out if k == 0 else None)
-        runs.append(get_job(store, job_id)["result"])
+        runs.append(get_job(store, job_id).result)
     first = runs[0]
     summary = {"model": first["path"], "version": first["version"], "registered": True,
                "trained_from": first.get("trained_from"),

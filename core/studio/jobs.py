@@ -31,8 +31,8 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Callable
 
 from core.common.errors import InputError, one_line
 from core.common.settings import REPO_ROOT, get_settings, strip_credentials
@@ -45,6 +45,35 @@ STALE_SECONDS = 15 * 60  # no heartbeat for this long: the worker is gone
 
 class JobBusy(InputError):
     """Another job of the same kind is running."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A row of the `jobs` table as a read shows it (a job whose worker is gone reads as
+    failed), params and result decoded: callers name fields, not dict keys, so a renamed
+    column fails at the attribute, not as a KeyError deep in a page."""
+    id: int
+    kind: str
+    state: str
+    stage: str | None
+    progress: float | None
+    message: str | None
+    params: Any  # the decoded JSON the job started with
+    result: Any  # the decoded JSON the work returned (or {"traceback": ...} on failure), None until it ends
+    error: str | None
+    user: str | None
+    pid: int | None
+    pid_started: str | None
+    work: str | None  # "module:qualname" a worker process imports; None for a thread or inline job
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
+
+    @property
+    def active(self) -> bool:
+        """Queued or running (as it stands now)."""
+        return self.state in ACTIVE
 
 
 @dataclass
@@ -221,17 +250,17 @@ def run_worker(job_id: int, store: Store | None = None) -> int:
     store = store or Store()
     _threads[job_id] = threading.current_thread()  # before any look at the row: this process runs it
     job = _decode(store.one("SELECT * FROM jobs WHERE id = ?", [job_id]))
-    if job is None or not job.get("work"):
+    if job is None or not job.work:
         _threads.pop(job_id, None)
         print(f"error: no job {job_id}" if job is None else f"error: job {job_id} records no function to run",
               file=sys.stderr)
         return 2
     try:
-        work = _import_work(job["work"])
+        work = _import_work(job.work)
     except (ImportError, AttributeError) as exc:
-        work = _cannot_import(job["work"], exc)  # recorded as the job's failure, not left running
-    _execute(store, job_id, work, job["params"], reraise=False)
-    return 0 if get_job(store, job_id)["state"] == "done" else 1
+        work = _cannot_import(job.work, exc)  # recorded as the job's failure, not left running
+    _execute(store, job_id, work, job.params, reraise=False)
+    return 0 if get_job(store, job_id).state == "done" else 1
 
 
 def _cannot_import(path: str, exc: BaseException) -> Callable:
@@ -286,42 +315,47 @@ def start_job(store: Store, user: User, work: Callable[[JobContext, dict], dict]
     return job_id
 
 
-def _decode(row: dict | None) -> dict | None:
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+
+
+def _decode(row: dict | None) -> Job | None:
+    """The row as a Job, its JSON columns decoded."""
     if row is None:
         return None
-    return {**row, "params": from_json(row["params"]), "result": from_json(row["result"])}
+    return Job(**{**{name: row.get(name) for name in _JOB_FIELDS},
+                  "params": from_json(row.get("params")), "result": from_json(row.get("result"))})
 
 
-def _seen(store: Store, sql: str, params: list) -> list[dict]:
+def _seen(store: Store, sql: str, params: list) -> list[Job]:
     """Rows of `sql` as they stand now (see _as_seen). A plain read: no lock, no write."""
     threads, ended = _workers_now()
     return [_decode(_as_seen(row, threads, ended)) for row in store.query(sql, params)]
 
 
-def get_job(store: Store, job_id: int) -> dict | None:
+def get_job(store: Store, job_id: int) -> Job | None:
     """The job as it stands now (a job whose worker is gone reads as failed)."""
     rows = _seen(store, "SELECT * FROM jobs WHERE id = ?", [job_id])
     return rows[0] if rows else None
 
 
-def latest_job(store: Store, kind: str) -> dict | None:
+def latest_job(store: Store, kind: str) -> Job | None:
     """The newest job of `kind`, as it stands now (the Models page polls it: it writes nothing)."""
     rows = _seen(store, "SELECT * FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1", [kind])
     return rows[0] if rows else None
 
 
-def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.2) -> dict:
+def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.2) -> Job:
     """Block until the job ends (tests, CLI)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = get_job(store, job_id)
-        if job and job["state"] not in ACTIVE:
+        if job and not job.active:
             return job
         time.sleep(poll)
     raise TimeoutError(f"job {job_id} still running after {timeout:.0f} s")
 
 
-def list_jobs(store: Store, kind: str | None = None, limit: int = 20) -> list[dict]:
+def list_jobs(store: Store, kind: str | None = None, limit: int = 20) -> list[Job]:
     """The newest jobs (of `kind`), as they stand now."""
     sql = "SELECT * FROM jobs" + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC LIMIT ?"
     return _seen(store, sql, [kind, limit] if kind else [limit])

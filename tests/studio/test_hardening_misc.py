@@ -108,7 +108,7 @@ def test_a_failed_job_stores_no_credentials(store, monkeypatch):
         everything = "\n".join(str(v) for row in db.execute("SELECT * FROM jobs").fetchall() for v in tuple(row))
     assert "could not reach https://mlflow.example.com:5000/tracking" in everything
     assert "pa55-w0rd-xyz" not in everything and "alice:" not in everything
-    assert get_job(store, 1)["state"] == "failed"
+    assert get_job(store, 1).state == "failed"
 
 
 # --------------------------------------------------------------------------- (d) loopback + TLS

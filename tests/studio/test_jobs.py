@@ -4,6 +4,7 @@ writes (the Models page polls every 2 seconds while other sessions write)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sqlite3
@@ -14,7 +15,7 @@ import pytest
 from helpers.studio import make_users
 
 from core.common.errors import InputError
-from core.studio.jobs import get_job, latest_job, list_jobs, reap_dead_jobs, run_worker, start_job, wait, work_path
+from core.studio.jobs import Job, get_job, latest_job, list_jobs, reap_dead_jobs, run_worker, start_job, wait, work_path
 from core.studio.store import to_json, utc_now
 
 
@@ -44,9 +45,9 @@ def test_a_worker_process_runs_the_function_its_row_names(store, monkeypatch):
     job_id = start_job(store, admin, echo_work, {"n": 3}, kind="echo", process=True)
     assert stored(store, job_id)["work"] == f"{echo_work.__module__}:echo_work"
     job = wait(store, job_id, timeout=120)
-    assert job["state"] == "done", job
-    assert job["result"]["echo"] == {"n": 3} and job["result"]["pid"] not in (None, os.getpid())
-    assert job["result"]["pid"] == job["pid"]  # the row names the worker process
+    assert job.state == "done", job
+    assert job.result["echo"] == {"n": 3} and job.result["pid"] not in (None, os.getpid())
+    assert job.result["pid"] == job.pid  # the row names the worker process
 
 
 def test_a_thread_or_inline_job_runs_any_callable(store):
@@ -54,7 +55,10 @@ def test_a_thread_or_inline_job_runs_any_callable(store):
     job_id = start_job(store, admin, lambda context, params: {"sum": params["a"] + 1}, {"a": 1}, kind="add",
                        background=False)
     job = get_job(store, job_id)
-    assert job["state"] == "done" and job["result"] == {"sum": 2} and job["work"] is None
+    assert job.state == "done" and job.result == {"sum": 2} and job.work is None
+    assert isinstance(job, Job) and job.params == {"a": 1} and not job.active  # decoded, typed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.state = "running"  # a read is a snapshot, never written back
 
 
 def nested_owner():
@@ -92,7 +96,7 @@ def test_a_worker_whose_function_is_gone_fails_the_job(store):
     gone = dead_job(store, work="core.studio.retrain:no_such_work")
     assert run_worker(gone, store) == 1
     job = get_job(store, gone)
-    assert job["state"] == "failed" and "cannot import the job's function core.studio.retrain:no_such_work" in job["error"]
+    assert job.state == "failed" and "cannot import the job's function core.studio.retrain:no_such_work" in job.error
     assert run_worker(dead_job(store, kind="other"), store) == 2  # a row with no function: refused
     assert run_worker(10_000, store) == 2
 
@@ -113,12 +117,12 @@ def test_reads_take_no_lock_and_write_nothing(store):
         other.rollback()
         other.close()
     for job in seen:  # the worker is gone: shown failed, though the row was not written
-        assert job["id"] == gone and job["state"] == "failed" and "worker stopped" in job["error"]
+        assert job.id == gone and job.state == "failed" and "worker stopped" in job.error
     assert stored(store, gone)["state"] == "running"
 
     assert reap_dead_jobs(store) == 1  # a write (start-up, start_job) records it
     row = stored(store, gone)
     assert row["state"] == "failed" and "worker stopped" in row["error"] and row["finished_at"]
     job = latest_job(store, "train")
-    assert job["state"] == "failed" and job["error"] == row["error"] and job["finished_at"] == row["finished_at"]
+    assert job.state == "failed" and job.error == row["error"] and job.finished_at == row["finished_at"]
     assert reap_dead_jobs(store) == 0

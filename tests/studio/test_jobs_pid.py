@@ -46,9 +46,9 @@ def test_a_job_whose_pid_was_reused_does_not_block_training(store, stranger):
     admin = make_users(store)["admin"]
     reused = running_job(store, stranger.pid, pid_started="1")  # the worker started at another time
     new = start_job(store, admin, lambda c, p: {"ok": 1}, {}, kind="train", background=False)
-    assert get_job(store, new)["state"] == "done"
+    assert get_job(store, new).state == "done"
     dead = get_job(store, reused)
-    assert dead["state"] == "failed" and "stopped before finishing" in dead["error"]
+    assert dead.state == "failed" and "stopped before finishing" in dead.error
 
 
 def test_a_live_worker_with_its_own_start_time_still_blocks(store, stranger):
@@ -61,4 +61,4 @@ def test_a_live_worker_with_its_own_start_time_still_blocks(store, stranger):
 def test_start_job_records_the_worker_start_time(store):
     admin = make_users(store)["admin"]
     job_id = start_job(store, admin, lambda c, p: {}, {}, kind="suspects", background=False)
-    assert get_job(store, job_id)["pid_started"] == process_start(os.getpid())
+    assert get_job(store, job_id).pid_started == process_start(os.getpid())

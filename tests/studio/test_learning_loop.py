@@ -214,13 +214,13 @@ def test_a_correction_changes_the_next_models_training_label(home_env, trained):
     assert f"rev1: {first}" in conflicts["decisions"][0] and f"rev2: {second}" in conflicts["decisions"][0]
 
     job = trained["job"]
-    assert job["state"] == "done" and job["progress"] == 1.0 and job["error"] is None and job["finished_at"]
-    result = job["result"]
+    assert job.state == "done" and job.progress == 1.0 and job.error is None and job.finished_at
+    result = job.result
     reviewed = int(frame["reviewed_label"].notna().sum())
     assert reviewed == 3  # corrected, conflict, accepted (the skip is no decision)
     assert result["trained_from"]["reviewed"] == reviewed
     assert result["trained_from"]["rows"] == len(frame)
-    last_review = store.one("SELECT MAX(id) AS m FROM reviews WHERE created_at <= ?", [job["started_at"]])["m"]
+    last_review = store.one("SELECT MAX(id) AS m FROM reviews WHERE created_at <= ?", [job.started_at])["m"]
     assert result["trained_from"]["last_review_id"] == last_review == 5
 
     path = Path(result["path"])
@@ -240,7 +240,7 @@ def test_a_correction_changes_the_next_models_training_label(home_env, trained):
     registered = get_model(store, result["version"])
     assert registered is not None and registered.created_by == "admin"
     assert live_model(store).version == result["version"]  # the first model goes live
-    runs = home_env.home / "data" / "runs" / f"job-{job['id']}"
+    runs = home_env.home / "data" / "runs" / f"job-{job.id}"
     assert Path(result["tensorboard"]) == runs
     for stage in ("text_model", "image_model"):
         assert list((runs / stage).rglob("events.out.tfevents.*")), stage
@@ -266,16 +266,16 @@ def test_a_crashed_training_keeps_the_live_model_and_fails_the_job(home_env, tra
 
     # the worker process dies mid-training (killed, as by the out-of-memory killer)
     job_id = start_training(store, home_env.users["admin"], TrainConfig(**TRAIN_CONFIG))
-    pid = get_job(store, job_id)["pid"]
+    pid = get_job(store, job_id).pid
     deadline = time.monotonic() + 120
-    while get_job(store, job_id)["progress"] <= 0 and time.monotonic() < deadline:
+    while get_job(store, job_id).progress <= 0 and time.monotonic() < deadline:
         time.sleep(0.2)  # until the worker is really training
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while latest_job(store, "train")["state"] == "running" and time.monotonic() < deadline:
+    while latest_job(store, "train").state == "running" and time.monotonic() < deadline:
         time.sleep(0.2)
     job = get_job(store, job_id)
-    assert job["state"] == "failed" and "stopped before finishing" in job["error"]
+    assert job.state == "failed" and "stopped before finishing" in job.error
     assert live_model(store).version == live.version
     assert sorted(m.version for m in list_models(store)) == before
     assert sorted((home_env.home / "models").iterdir()) == folders
@@ -283,15 +283,15 @@ def test_a_crashed_training_keeps_the_live_model_and_fails_the_job(home_env, tra
     # the worker process raises: the job says why, with the traceback
     job = wait(store, start_training(store, home_env.users["admin"],
                                      TrainConfig(**{**TRAIN_CONFIG, "backbone": "no-such-net"})), timeout=120)
-    assert job["state"] == "failed" and "unknown backbone" in job["error"]
-    assert "Traceback" in job["result"]["traceback"]
+    assert job.state == "failed" and "unknown backbone" in job.error
+    assert "Traceback" in job.result["traceback"]
     assert live_model(store).version == live.version
 
     # a config that cannot work fails the same way (inline, as the CLI runs it: raised)
     with pytest.raises(ValueError, match="unknown backbone"):
         start_training(store, home_env.users["admin"], TrainConfig(**{**TRAIN_CONFIG, "backbone": "no-such-net"}),
                        background=False)
-    assert latest_job(store, "train")["state"] == "failed"
+    assert latest_job(store, "train").state == "failed"
     assert live_model(store).version == live.version
     assert sorted(m.version for m in list_models(store)) == before
 
@@ -330,26 +330,26 @@ def test_two_trainings_cannot_run_at_once(job_store):
     store, admin = job_store
     job_id, release = blocking_job(store, admin)
     try:
-        assert get_job(store, job_id)["state"] == "running"
+        assert get_job(store, job_id).state == "running"
         with pytest.raises(JobBusy, match=rf"#{job_id}.*still running"):
             start_training(store, admin, TrainConfig(**TRAIN_CONFIG))
         with pytest.raises(JobBusy):
             start_job(store, admin, lambda c, p: {}, {}, kind="train", background=False)
         # another kind is not blocked
         other = start_job(store, admin, lambda c, p: {"n": 1}, {}, kind="suspects", background=False)
-        assert get_job(store, other)["state"] == "done"
-        assert latest_job(store, "train")["id"] == job_id  # still running: not reaped
-        assert get_job(store, job_id)["progress"] == 0.5
+        assert get_job(store, other).state == "done"
+        assert latest_job(store, "train").id == job_id  # still running: not reaped
+        assert get_job(store, job_id).progress == 0.5
     finally:
         release.set()
     job = wait(store, job_id, timeout=30)
-    assert job["state"] == "done" and job["result"] == {"ok": True}
-    assert [j["state"] for j in list_jobs(store, "train")] == ["done"]
+    assert job.state == "done" and job.result == {"ok": True}
+    assert [j.state for j in list_jobs(store, "train")] == ["done"]
 
     # free again: a new training starts (and fails at once: nothing to train on)
     new = start_training(store, admin, TrainConfig(**TRAIN_CONFIG))
     job = wait(store, new, timeout=60)
-    assert job["state"] == "failed" and "import a labelled catalogue first" in job["error"]
+    assert job.state == "failed" and "import a labelled catalogue first" in job.error
     assert [a["action"] for a in store.query("SELECT action FROM audit WHERE action LIKE 'job.start.%' ORDER BY id")] == [
         "job.start.train", "job.start.suspects", "job.start.train"]
 
@@ -380,20 +380,20 @@ def test_a_job_whose_worker_died_is_reaped(job_store):
     store, admin = job_store
     gone = insert_job(store, "train", dead_pid())
     job = latest_job(store, "train")
-    assert job["id"] == gone and job["state"] == "failed" and "worker stopped" in job["error"]
+    assert job.id == gone and job.state == "failed" and "worker stopped" in job.error
     assert stored_state(store, gone) == "running"  # reading wrote nothing
     assert reap_dead_jobs(store) == 1 and stored_state(store, gone) == "failed"
-    assert get_job(store, gone)["error"] == job["error"]
+    assert get_job(store, gone).error == job.error
 
     # start_job reaps too: a phantom "running" job never blocks the next one
     phantom = insert_job(store, "train", dead_pid())
     new = start_job(store, admin, lambda c, p: {"ok": 1}, {}, kind="train", background=False)
     assert stored_state(store, phantom) == "failed"
-    assert get_job(store, new)["state"] == "done"
+    assert get_job(store, new).state == "done"
 
     # this very process, but no thread of it runs the job (a restart in the same pid)
     orphan = insert_job(store, "train", os.getpid())
-    assert latest_job(store, "train")["state"] == "failed"
+    assert latest_job(store, "train").state == "failed"
     assert reap_dead_jobs(store, "train") == 1 and stored_state(store, orphan) == "failed"
 
     # another live process with a recent heartbeat (e.g. the CLI) is left alone; a stale
@@ -401,11 +401,11 @@ def test_a_job_whose_worker_died_is_reaped(job_store):
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         running = insert_job(store, "train", alive.pid)
-        assert latest_job(store, "train")["state"] == "running"
+        assert latest_job(store, "train").state == "running"
         assert reap_dead_jobs(store) == 0 and stored_state(store, running) == "running"
         with store.transaction() as db:
             db.execute("UPDATE jobs SET heartbeat_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?", [running])
-        assert latest_job(store, "train")["state"] == "failed"
+        assert latest_job(store, "train").state == "failed"
         assert reap_dead_jobs(store) == 1 and stored_state(store, running) == "failed"
     finally:
         alive.kill()
@@ -422,11 +422,11 @@ def test_a_running_job_of_this_process_is_never_reaped(job_store):
     try:
         with store.transaction() as db:
             db.execute("UPDATE jobs SET heartbeat_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?", [job_id])
-        assert latest_job(store, "train")["state"] == "running"
+        assert latest_job(store, "train").state == "running"
     finally:
         release.set()
-    assert wait(store, job_id, timeout=30)["state"] == "done"
-    assert get_job(store, job_id)["error"] is None
+    assert wait(store, job_id, timeout=30).state == "done"
+    assert get_job(store, job_id).error is None
 
 
 def test_a_job_is_not_reaped_between_its_insert_and_its_thread(job_store):
@@ -454,9 +454,9 @@ def test_a_job_is_not_reaped_between_its_insert_and_its_thread(job_store):
     while not looked and time.monotonic() < deadline:
         time.sleep(0.05)
     reaped, seen = looked[0]
-    assert reaped == 0 and seen["id"] == job_id
-    assert seen["state"] in ("running", "done"), seen
-    assert job["state"] == "done" and get_job(store, job_id)["error"] is None
+    assert reaped == 0 and seen.id == job_id
+    assert seen.state in ("running", "done"), seen
+    assert job.state == "done" and get_job(store, job_id).error is None
 
 
 # --------------------------------------------------------------------------- 5. promote and rollback
@@ -476,7 +476,7 @@ def candidate(loop, trained) -> dict:
         frame = labelled_products(loop.store, "train").assign(image_hash=None)
         classifier = Trainer(TrainConfig(weights=None, folds=2, text_epochs=2, seed=1), verbose=False).fit(
             as_catalogue(frame))
-        classifier.metadata.trained_from = dict(trained["job"]["result"]["trained_from"])
+        classifier.metadata.trained_from = dict(trained["job"].result["trained_from"])
         path = classifier.save(get_settings().models_dir / classifier.version)
         version = register_model(loop.store, path, created_by="admin")
         return {"version": version, "path": path}
@@ -499,7 +499,7 @@ def test_promote_and_rollback_change_which_version_predicts(home_env, trained, c
     from core.studio.registry import live_model
 
     store, admin = home_env.store, home_env.users["admin"]
-    a, b = trained["job"]["result"]["version"], candidate["version"]
+    a, b = trained["job"].result["version"], candidate["version"]
     assert live_model(store).version == a and a != b
     assert scored_version(store, admin) == a
 
@@ -546,9 +546,9 @@ def test_compare_real_models_on_the_held_out_products(home_env, trained, candida
     from core.studio.review_queue import record_review
 
     store = home_env.store
-    live, cand = Classifier.load(trained["job"]["result"]["path"]), Classifier.load(candidate["path"])
+    live, cand = Classifier.load(trained["job"].result["path"]), Classifier.load(candidate["path"])
     eval_ids = {p["id"] for p in catalogue_products(store, "eval")}
-    cutoff = trained["job"]["result"]["trained_from"]["last_review_id"]
+    cutoff = trained["job"].result["trained_from"]["last_review_id"]
 
     # reviewed before the cut-off: trained on, so not held out
     frame = comparison_frame(store, live.metadata, cand.metadata)
@@ -594,7 +594,7 @@ def test_compare_counts_a_product_a_model_cannot_predict(home_env, trained, cand
         pid = db["products"].insert({"text": "", "image_hash": photo["image_hash"], "source": "catalogue:photos",
                                      "true_label": photo["true_label"], "split": "eval"}).last_pk
     try:
-        live, cand = Classifier.load(trained["job"]["result"]["path"]), Classifier.load(candidate["path"])
+        live, cand = Classifier.load(trained["job"].result["path"]), Classifier.load(candidate["path"])
         comparison = compare(store, live, cand)
         eval_rows = len(catalogue_products(store, "eval"))
         assert comparison.live["n"] == comparison.candidate["n"] == comparison.rows >= eval_rows
@@ -737,13 +737,13 @@ def test_suspects_job_feeds_its_review_queue(home_env, trained):
     store, rev1, admin = home_env.store, home_env.users["rev1"], home_env.users["admin"]
     job_id = start_suspects_job(store, admin, background=False, weights=None)
     job = get_job(store, job_id)
-    assert job["state"] == "done"
+    assert job.state == "done"
     n = len(catalogue_products(store))
-    assert job["result"]["scored"] == n == count(store, "suspects")
+    assert job.result["scored"] == n == count(store, "suspects")
     rows = store.query("SELECT * FROM suspects ORDER BY score DESC, product_id")
     assert {r["job_id"] for r in rows} == {job_id}
     flagged = [r for r in rows if r["flagged"]]
-    assert job["result"]["flagged"] == len(flagged) >= 1
+    assert job.result["flagged"] == len(flagged) >= 1
     # the given label is the effective one: a reviewer's correction, not the catalogue's
     corrected, to_label = trained["corrected"]
     assert store.one("SELECT given_label FROM suspects WHERE product_id = ?", [corrected["id"]])["given_label"] == to_label
@@ -794,7 +794,7 @@ def test_cli_train_from_store(cli_home, cli_runs):
         store = Store()
         assert live_model(store).version == summary["version"]  # the first model goes live
         job = latest_job(store, "train")
-        assert job["state"] == "done" and job["user"] == "cli" and job["result"]["version"] == summary["version"]
+        assert job.state == "done" and job.user == "cli" and job.result["version"] == summary["version"]
 
 
 @pytest.mark.parametrize("case", BAD_TRAIN_FLAGS)

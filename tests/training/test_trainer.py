@@ -47,7 +47,7 @@ def test_the_training_job_names_the_fold_and_the_epoch(make_catalogue, tmp_path,
     from helpers.studio import cheap_hashes, make_users
 
     from core.data.catalogue import load_catalogue
-    from core.studio.jobs import JobContext, get_job
+    from core.studio.jobs import Job, JobContext, get_job
     from core.studio.labels import import_catalogue
     from core.studio.retrain import start_training
     from core.studio.store import Store
@@ -58,7 +58,7 @@ def test_the_training_job_names_the_fold_and_the_epoch(make_catalogue, tmp_path,
     admin = make_users(store)["admin"]
     cat = make_catalogue(tmp_path, n_per_class=8, image_size=(40, 32), seed=2)
     import_catalogue(store, admin, load_catalogue(cat.csv_path, **cat.load_kwargs), "shop")
-    rows: list[dict] = []
+    rows: list[Job] = []
     original = JobContext.progress
 
     def progress(self, fraction: float, stage: str = "", message: str = "") -> None:
@@ -68,15 +68,15 @@ def test_the_training_job_names_the_fold_and_the_epoch(make_catalogue, tmp_path,
     monkeypatch.setattr(JobContext, "progress", progress)
     config = TrainConfig(weights=None, folds=2, text_epochs=2, image_epochs=3, seed=0)
     job = get_job(store, start_training(store, admin, config, background=False))
-    assert job["state"] == "done", job
-    messages = [r["message"] for r in rows]
+    assert job.state == "done", job
+    messages = [r.message for r in rows]
     for k in (1, 2):  # every fold's text and photo fit names its fold and reaches its last epoch
         assert f"out-of-fold {k}/2" in messages
         assert any(m.startswith(f"out-of-fold {k}/2 · text: epoch 2/2") for m in messages), messages
         assert any(m.startswith(f"out-of-fold {k}/2 · photo: epoch 3/3") for m in messages), messages
-    assert {r["stage"] for r in rows if r["message"].startswith("out-of-fold")} == {"out-of-fold models"}
+    assert {r.stage for r in rows if r.message.startswith("out-of-fold")} == {"out-of-fold models"}
     assert any(m.startswith("text model: epoch 2/2") for m in messages)  # the final fits too
     assert any(m.startswith("image model: epoch 3/3") for m in messages)
     assert "embedding photos" in messages and "scoring the evaluation slice" in messages
-    fractions = [r["progress"] for r in rows]
+    fractions = [r.progress for r in rows]
     assert fractions == sorted(fractions)
