@@ -62,12 +62,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import core.models.tf_setup  # noqa: F401  (before TensorFlow: logging, KERAS_HOME)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-import core.models.tf_setup  # noqa: F401  (before TensorFlow: logging, KERAS_HOME)
 from core.common.images import letterbox, letterbox_box, open_image
 from core.models.backbones import IMAGE_SIZE, backbone_spec
 

@@ -38,9 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any, ContextManager, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 import core.models.tf_setup  # noqa: F401  (before TensorFlow)
+
+# isort: split
+import tensorflow as tf
+
 from core.common.text import collapse_whitespace
 
 SPLIT_PATTERN = r"\W+"

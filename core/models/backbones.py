@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import core.models.tf_setup  # noqa: F401  (before keras)
+
+# isort: split
 import keras
 import numpy as np
 from keras import layers
-
-import core.models.tf_setup  # noqa: F401  (before keras)
 
 IMAGE_SIZE = 224
 from core.models.options import BACKBONE_NAMES, DEFAULT_BACKBONE  # noqa: E402, F401  (re-exported)

@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from core.models.tf_setup import seed_everything  # noqa: I001  (must precede TensorFlow)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
 
 from core.models.backbones import DEFAULT_BACKBONE, IMAGE_SIZE, backbone_fingerprint, backbone_spec, build_backbone
 from core.models.embeddings import EmbeddingCache, embed_images, load_model_input
-from core.models.tf_setup import seed_everything  # noqa: I001  (must precede TensorFlow)
 
 MIN_STEPS = 1500
 

@@ -15,11 +15,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import core.models.tf_setup  # noqa: F401  (quiet TensorFlow, KERAS_HOME) before keras
+
+# isort: split
 import keras
 import numpy as np
 from keras import layers
 
-import core.models.tf_setup  # noqa: F401  (quiet TensorFlow, KERAS_HOME) before keras
 from core.common.settings import get_settings
 
 BN_EPSILON = 1e-3

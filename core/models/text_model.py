@@ -15,12 +15,14 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from core.models.tf_setup import seed_everything  # noqa: I001  (must precede TensorFlow)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
 
 from core.models.options import DEFAULT_TEXT_ARCH, TEXT_ARCHS  # noqa: F401  (re-exported)
-from core.models.tf_setup import seed_everything  # noqa: I001  (must precede TensorFlow)
 
 
 @keras.saving.register_keras_serializable(package="catalog_studio")

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import core.models.tf_setup  # noqa: F401, I001  (quiet TensorFlow, KERAS_HOME) before keras
+
+# isort: split
 import keras
 
-import core.models.tf_setup  # noqa: F401, I001  (quiet TensorFlow, KERAS_HOME) before keras
 from core.common.settings import get_settings, strip_credentials
 
 
