@@ -14,7 +14,7 @@ deep link, so the log-in lives in the `sessions` table and the browser holds a c
   whichever comes first. The user row is re-read on every check: a disabled account is
   out at once and a changed role applies at once.
 
-Nothing here knows about Streamlit; pages/_shared.py reads the cookie and writes it.
+Nothing here knows about Streamlit; pages/_ui/session.py reads the cookie and writes it.
 """
 
 from __future__ import annotations

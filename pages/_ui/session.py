@@ -52,7 +52,7 @@ def require_page(action: str) -> User:
 
 # --------------------------------------------------------------------------- the session cookie
 #
-# The log-in lives in the `sessions` table (core/sessions.py); the browser holds its signed
+# The log-in lives in the `sessions` table (core/studio/sessions.py); the browser holds its signed
 # token in the cookie `studio_session`. Streamlit reads cookies server-side
 # (st.context.cookies: those sent when the tab connected) but has no call to set one, so a
 # tiny st.components.v2 component (Streamlit's own, no package: its JavaScript runs in the
