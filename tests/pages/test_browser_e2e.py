@@ -28,6 +28,7 @@ def red_watch_photo() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow  # 90 s: a whole training run behind the browser (AppTest and the learning-loop tests cover each step)
 def test_predict_correct_retrain_promote(app_home, tmp_path):
     from core.studio.registry import live_model
     from core.studio.store import Store
