@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from _report import emit  # noqa: E402 - bench/ is the script's folder
-from browser import browser_page, log_in, streamlit_server  # noqa: E402
+from helpers.browser import browser_page, log_in, streamlit_server  # noqa: E402
 
 USER, PASSWORD = "bench", "queue-runner-77"
 

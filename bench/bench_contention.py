@@ -56,7 +56,7 @@ def main() -> int:
     train_seconds = None
     if model is None:
         sys.path.insert(0, str(HERE / "tests"))
-        from app_home import train_tiny_bundle
+        from helpers.app_home import train_tiny_bundle
 
         started = time.perf_counter()
         model = train_tiny_bundle(Path(tempfile.mkdtemp(prefix="bench-contention-model-")))

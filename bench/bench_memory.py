@@ -51,7 +51,7 @@ TRAIN_SCRIPT = """
 import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[2]) / "tests"))
-from app_home import train_tiny_bundle
+from helpers.app_home import train_tiny_bundle
 print(train_tiny_bundle(Path(sys.argv[1])))
 """
 

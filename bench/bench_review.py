@@ -24,7 +24,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from _report import emit  # noqa: E402 - bench/ is the script's folder
 from bench_app import ensure_user, percentiles, products  # noqa: E402
-from browser import browser_page, log_in, streamlit_server  # noqa: E402
+from helpers.browser import browser_page, log_in, streamlit_server  # noqa: E402
 
 USER, PASSWORD = "bench", "queue-runner-77"
 KEYS = ["a"] * 7 + ["2"] * 2 + ["s"]  # mostly accepts, some picks, a skip now and then

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from bench_app import products  # noqa: E402
-from browser import browser_page, log_in, streamlit_server  # noqa: E402
+from helpers.browser import browser_page, log_in, streamlit_server  # noqa: E402
 
 USERS = {"maria": ("admin", "lead-pass-123"), "rita": ("reviewer", "desk-pass-123"),
          "victor": ("viewer", "look-pass-123")}
