@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -64,23 +65,17 @@ def bench_flipkart(folds: int = 5) -> dict:
     out: dict = {"rows": len(texts), "classes": len(set(labels)), "protocol": f"{folds}-fold CV grouped by text"}
 
     # Training time: from scratch (empty embedding cache) and again with cached embeddings.
-    old_home = os.environ.get("STUDIO_HOME")
-    os.environ["STUDIO_HOME"] = str(_fresh_home())
-    try:
+    home = _fresh_home()
+    with mock.patch.dict(os.environ, {"STUDIO_HOME": str(home)}):  # the settings see an empty cache; restored after
         t = time.perf_counter()
         classifier = Trainer(verbose=False).fit(catalogue)
         out["train_seconds_from_scratch"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         classifier = Trainer(verbose=False).fit(catalogue)
         out["train_seconds_cached_embeddings"] = round(time.perf_counter() - t, 1)
-        model_dir = Path(os.environ["STUDIO_HOME"]) / "models" / "bench"
+        model_dir = home / "models" / "bench"
         classifier.save(model_dir)
         out["latency"] = bench_latency(model_dir, texts, paths)
-    finally:
-        if old_home is None:
-            os.environ.pop("STUDIO_HOME", None)
-        else:
-            os.environ["STUDIO_HOME"] = old_home
 
     # Accuracy: pooled out-of-fold predictions of the full pipeline.
     n = len(texts)
@@ -134,7 +129,6 @@ def _text_benchmark(csv: Path, text_col: str, label_col: str) -> dict:
     from sklearn.svm import LinearSVC
 
     from core.data.catalogue import load_catalogue
-
     from core.data.splits import dedup_groups
     from core.training.metrics import classification_metrics
     from core.training.trainer import TrainConfig, Trainer
