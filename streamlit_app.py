@@ -32,7 +32,7 @@ def bootstrap() -> None:
     exists (a one-time password goes to the server log, never the page), bundles
     trained from the command line are registered, and jobs whose worker died with the
     last server are recorded as failed (the pages' reads only show them so)."""
-    from core.cli.serve import tidy_disk
+    from core.studio.batch import tidy_disk
     from core.studio.jobs import reap_dead_jobs
 
     tidy_disk()  # `python -m core serve` does it too; a plain `streamlit run` needs it here

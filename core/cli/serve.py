@@ -20,20 +20,11 @@ from core.common.settings import REPO_ROOT, get_settings
 SYSTEM = "system"
 
 
-def tidy_disk() -> None:
-    """At start-up: staged uploads abandoned for a day are removed and the URL download
-    cache is trimmed to its size limit, so the disk stays bounded across restarts."""
-    from core.data.downloads import trim_download_cache
-    from core.studio.batch import remove_stale_uploads
-
-    remove_stale_uploads()
-    trim_download_cache()
-
-
 def prepare(*, demo: bool = True, log=print) -> str | None:
     """Steps 1 and 2; returns the one-time admin password when one was created."""
     from core.models.bundle import is_bundle
     from core.studio.auth import User, ensure_first_admin
+    from core.studio.batch import tidy_disk
     from core.studio.demo import demo_data_dir, demo_model_dir, load_demo_catalogue
     from core.studio.registry import sync_models
     from core.studio.store import Store

@@ -227,6 +227,15 @@ def remove_stale_uploads(max_age_s: float = STALE_UPLOAD_S) -> int:
     return removed
 
 
+def tidy_disk() -> None:
+    """At start-up: staged uploads abandoned for a day are removed and the URL download
+    cache is trimmed to its size limit, so the disk stays bounded across restarts."""
+    from core.data.downloads import trim_download_cache
+
+    remove_stale_uploads()
+    trim_download_cache()
+
+
 def _stage(folder: Path, csv_bytes: bytes, csv_name: str, zip_bytes: bytes | None, encoding: str) -> StagedUpload:
     name = Path(csv_name.replace("\\", "/")).name
     csv_path = folder / (name if name not in ("", ".", "..", "images") else "batch.csv")

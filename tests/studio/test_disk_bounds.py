@@ -63,7 +63,7 @@ def test_a_staged_upload_is_removed_when_done_and_a_server_folder_never(studio_h
 
 
 def test_abandoned_uploads_are_removed_after_a_day_and_at_start_up(studio_home: Path):
-    from core.cli.serve import tidy_disk
+    from core.studio.batch import tidy_disk
     from core.studio.batch import remove_stale_uploads, stage_upload
 
     old = stage_upload(b"title\nold\n", "old.csv")
