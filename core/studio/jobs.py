@@ -37,9 +37,10 @@ from typing import Any, Callable
 from core.common.errors import InputError, one_line
 from core.common.settings import REPO_ROOT, get_settings, strip_credentials
 from core.studio.auth import User, require_current
-from core.studio.store import Store, from_json, to_json, utc_now
+from core.studio.store import Store, from_json, sql_list, to_json, utc_now
 
 ACTIVE = ("queued", "running")
+_ACTIVE_SQL = f"state IN {sql_list(ACTIVE)}"
 STALE_SECONDS = 15 * 60  # no heartbeat for this long: the worker is gone
 
 
@@ -177,7 +178,7 @@ def _reap(db, kind: str | None = None) -> int:
     """Mark jobs whose worker is gone as failed, inside the caller's write transaction;
     returns how many."""
     threads, ended = _workers_now()
-    sql = "SELECT id, pid, pid_started, heartbeat_at FROM jobs WHERE state IN ('queued', 'running')"
+    sql = f"SELECT id, pid, pid_started, heartbeat_at FROM jobs WHERE {_ACTIVE_SQL}"
     gone = [row["id"] for row in db.execute(sql + (" AND kind = ?" if kind else ""), [kind] if kind else []).fetchall()
             if _worker_gone(dict(row), threads, ended)]
     for job_id in gone:
@@ -279,7 +280,7 @@ def start_job(store: Store, user: User, work: Callable[[JobContext, dict], dict]
     user = require_current(store, user, permission)
     with store.transaction() as db:
         _reap(db, kind)
-        busy = db.execute("SELECT id, user, created_at FROM jobs WHERE kind = ? AND state IN ('queued', 'running')",
+        busy = db.execute(f"SELECT id, user, created_at FROM jobs WHERE kind = ? AND {_ACTIVE_SQL}",
                           [kind]).fetchone()
         if busy:
             raise JobBusy(f"a {kind} job (#{busy['id']}, started by {busy['user']} at {busy['created_at'][:19]}) "

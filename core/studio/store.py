@@ -44,8 +44,8 @@ LABELLING = ("accept", "correct")
 
 
 def sql_list(values: tuple[str, ...]) -> str:
-    """`('a', 'b')`: a tuple of this module's decision names as SQL literals, for
-    `decision IN …` (constants only, never user input)."""
+    """`('a', 'b')`: a tuple of constant names (decisions, job states) as SQL literals, for
+    `… IN …` (constants only, never user input)."""
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
