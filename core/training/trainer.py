@@ -123,7 +123,7 @@ class Trainer:
 
         cfg, started = self.config, time.time()
         seed_everything(cfg.seed)  # before anything random, e.g. a --no-pretrained backbone
-        keep, texts, labels_raw, paths, labels, y = self._trainable_rows(catalogue)
+        texts, labels_raw, paths, labels, y = self._trainable_rows(catalogue)
         has_text = np.array([bool(t.strip()) for t in texts])
         image_model, emb, emb_flip, has_image = self._embed_images(paths, y, len(labels))
         use_text = has_text.sum() >= 2 and len(set(y[has_text])) >= 2
@@ -166,7 +166,7 @@ class Trainer:
         if len(labels) < 2:
             raise InputError(f"{catalogue.source}: training needs at least two classes with usable rows")
         self.log(f"training on {len(keep)} rows, {len(labels)} classes")
-        return keep, texts, labels_raw, paths, labels, np.array([labels.index(label) for label in labels_raw])
+        return texts, labels_raw, paths, labels, np.array([labels.index(label) for label in labels_raw])
 
     def _embed_images(self, paths, y, num_classes: int):
         """Photos → cached backbone embeddings (and of the mirrored photo): the slow part,
