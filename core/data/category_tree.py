@@ -1,23 +1,10 @@
-"""Category trees: a label such as ["Home >> Bed Linen >> Bedsheets"] and its levels."""
+"""Category trees in catalogue columns: one level of a tree path, for flat classifiers
+(`--label-level N`). The path itself lives in core.common.category_path."""
 
 from __future__ import annotations
 
-_TREE_SEP = ">>"
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def _tree_parts(value: str) -> list[str]:
-    """Levels of a category tree like '["A >> B >> C"]' (brackets, quotes, spaces removed)."""
-    text = str(value).strip()
-    if len(text) >= 2 and text[0] == "[" and text[-1] == "]":
-        text = text[1:-1].strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    if not text:
-        return []
-    return [" ".join(part.split()) for part in text.split(_TREE_SEP)]
+from core.common.category_path import TREE_SEP as _TREE_SEP  # noqa: F401  (re-exported)
+from core.common.category_path import path_parts as _tree_parts
 
 
 def parse_category_tree(value: str, level: int) -> str | None:
@@ -32,5 +19,3 @@ def parse_category_tree(value: str, level: int) -> str | None:
     if len(parts) < level:
         return None
     return parts[level - 1] or None
-
-
