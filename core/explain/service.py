@@ -218,7 +218,7 @@ class ProductExplainer:
                     p_text[None] if p_text is not None else np.zeros((1, n), np.float32),
                     p_image[None] if p_image is not None else np.zeros((1, n), np.float32),
                     np.array([has_text]), np.array([has_image]))[0]
-                prediction = Prediction(list(clf.labels), fused, p_text, p_image, clf.version)
+                prediction = Prediction(list(clf.labels), fused, p_text, p_image, clf.version, clf.tree)
                 timings["prediction"] = time.perf_counter() - t
             c = int(np.argmax(prediction.fused)) if wanted is None else wanted
 

@@ -7,6 +7,8 @@
       text_model.keras   raw strings in (absent if the catalogue had no text)
       image_model.keras  pixels in, backbone nested (absent if it had no images)
       fusion.json        stacked logistic regression over both models
+      tree.json          the category tree: paths, classes per level, decode weights (absent
+                         in bundles saved before trees: those are flat)
       manifest.json      SHA-256 of every other file, written last
 
 A half-written bundle must never be loadable, and a failed retrain must never
@@ -34,13 +36,14 @@ from typing import Any, Iterator
 
 METADATA = "metadata.json"
 LABELS = "labels.json"
+TREE = "tree.json"
 TEXT_MODEL = "text_model.keras"
 IMAGE_MODEL = "image_model.keras"
 FUSION = "fusion.json"
 MANIFEST = "manifest.json"
 # The bundle's layout version: written into metadata.json and manifest.json, and a bundle
 # of a newer one is refused on load (this code cannot know what changed in it).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tree.json, text models that answer over the tree's paths
 # What atomic_directory leaves beside the target while it writes (or after a crash):
 # `.<name>.tmp-<random>` (being written) and `.<name>.old-<random>` (the replaced bundle).
 LEFTOVER_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]+$")
@@ -178,6 +181,7 @@ class BundleMetadata:
     packages: dict = field(default_factory=dict)
     history: dict | None = None                     # per-epoch curves of the final fits
     trained_from: dict | None = None                # set when trained from the studio's store
+    tree: dict | None = None                        # category tree: depth, classes per level, decode
     extra: dict = field(default_factory=dict)
 
     @classmethod

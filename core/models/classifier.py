@@ -2,7 +2,9 @@
 
 Every prediction carries three probability vectors over the same labels — fused,
 text alone, image alone — so the app can show them side by side and flag when the
-description and the photo disagree.
+description and the photo disagree. The labels are the category paths the model knows
+("A >> B >> C"; a flat model's are plain class names): each level's answer and its
+confidence are read off the same vector (`Prediction.levels`), so they always agree.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 
 from core.common.errors import InputError
 from core.common.images import letterbox, open_image
+from core.common.category_path import join_path, leaf_name
 from core.models import bundle
 from core.models.fusion import Fusion
+from core.models.tree import CategoryTree
 
 
 @dataclass
@@ -28,6 +32,42 @@ class Prediction:
     text: np.ndarray | None
     image: np.ndarray | None
     model_version: str = ""
+    tree: CategoryTree | None = None  # None: flat labels
+
+    @property
+    def depth(self) -> int:
+        return self.tree.depth if self.tree is not None else 1
+
+    def levels(self, which: str = "fused") -> list[tuple[str, float | None]]:
+        """The predicted path level by level: (name, probability that this level is
+        right), "" and None below where the path stops (a rare leaf backed off)."""
+        probs = getattr(self, which)
+        if probs is None:
+            return []
+        label = self.labels[int(np.argmax(probs))]
+        if self.tree is None or self.tree.is_flat:
+            return [(label, float(np.max(probs)))]
+        names = self.tree.path_levels(label)
+        return list(zip(names, self.tree.level_confidences(probs, label)))
+
+    def path_at(self, min_confidence: float = 0.0, which: str = "fused") -> str | None:
+        """The predicted path, stopped at the deepest level whose confidence is at least
+        `min_confidence` (None when not even the top level is)."""
+        levels = self.levels(which)
+        kept = 0
+        for name, conf in levels:
+            if not name or conf is None or conf < min_confidence:
+                break
+            kept += 1
+        return join_path(name for name, _ in levels[:kept]) or None
+
+    @property
+    def leaf(self) -> str | None:
+        """The deepest level's name of the predicted path (a flat model: its label)."""
+        label = self.label
+        if label is None or self.tree is None or self.tree.is_flat:
+            return label
+        return leaf_name(label)
 
     def _top(self, probs: np.ndarray | None) -> tuple[str | None, float | None]:
         if probs is None:
@@ -65,9 +105,12 @@ class Prediction:
 
     def as_dict(self) -> dict:
         as_map = lambda p: None if p is None else {l: float(v) for l, v in zip(self.labels, p)}  # noqa: E731
-        return {"model_version": self.model_version, "label": self.label, "confidence": self.confidence,
-                "text_label": self.text_label, "image_label": self.image_label, "disagree": self.disagree,
-                "fused": as_map(self.fused), "text": as_map(self.text), "image": as_map(self.image)}
+        out = {"model_version": self.model_version, "label": self.label, "confidence": self.confidence,
+               "text_label": self.text_label, "image_label": self.image_label, "disagree": self.disagree,
+               "fused": as_map(self.fused), "text": as_map(self.text), "image": as_map(self.image)}
+        if self.depth > 1:
+            out["levels"] = [{"name": name, "confidence": conf} for name, conf in self.levels()]
+        return out
 
 
 @dataclass
@@ -80,19 +123,22 @@ class BatchPrediction:
     has_image: np.ndarray
     model_version: str = ""
     extra: dict = field(default_factory=dict)
+    tree: CategoryTree | None = None
 
     def row(self, i: int) -> Prediction:
         return Prediction(self.labels, self.fused[i] if (self.has_text[i] or self.has_image[i]) else None,
                           self.text[i] if self.has_text[i] else None,
-                          self.image[i] if self.has_image[i] else None, self.model_version)
+                          self.image[i] if self.has_image[i] else None, self.model_version, self.tree)
 
 
 class Classifier:
     """A loaded bundle. Thread-safe: Keras models are not, so inference is serialised."""
 
     def __init__(self, labels: list[str], text_model=None, image_model=None, fusion: Fusion | None = None,
-                 metadata: bundle.BundleMetadata | None = None, path: Path | None = None):
+                 metadata: bundle.BundleMetadata | None = None, path: Path | None = None,
+                 tree: CategoryTree | None = None):
         self.labels = labels
+        self.tree = tree or CategoryTree.flat(labels)
         self.text_model = text_model
         self.image_model = image_model
         self.fusion = fusion or Fusion()
@@ -132,7 +178,12 @@ class Classifier:
                 raise InputError(f"{model_dir}: {bundle.METADATA} names no backbone for its image model")
             image = ImageModel.load(model_dir / bundle.IMAGE_MODEL, backbone=metadata.backbone)
         fusion = Fusion.load(model_dir / bundle.FUSION) if (model_dir / bundle.FUSION).exists() else Fusion()
-        loaded = cls(labels, text, image, fusion, metadata, model_dir)
+        tree = None
+        if (model_dir / bundle.TREE).exists():
+            tree = CategoryTree.from_dict(json.loads((model_dir / bundle.TREE).read_text()))
+            if tree.labels != labels:
+                raise InputError(f"{model_dir}: {bundle.TREE} and {bundle.LABELS} disagree; train the model again")
+        loaded = cls(labels, text, image, fusion, metadata, model_dir, tree)
         loaded.verified = verified  # False: saved before manifests, its files could not be checked
         return loaded
 
@@ -144,6 +195,7 @@ class Classifier:
             if self.image_model is not None:
                 self.image_model.save(tmp / bundle.IMAGE_MODEL)
             self.fusion.save(tmp / bundle.FUSION)
+            bundle.write_json(tmp / bundle.TREE, self.tree.to_dict())
             bundle.write_metadata(tmp, self.metadata)
         self.path = Path(model_dir).resolve()
         return self.path
@@ -191,4 +243,5 @@ class Classifier:
 
     def _batch(self, p_text, has_text, p_image, has_image) -> BatchPrediction:
         fused = self.fusion.predict_proba(p_text, p_image, has_text, has_image)
-        return BatchPrediction(self.labels, fused, p_text, p_image, has_text, has_image, self.version)
+        return BatchPrediction(self.labels, fused, p_text, p_image, has_text, has_image, self.version,
+                               tree=self.tree)

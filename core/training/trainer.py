@@ -40,6 +40,24 @@ TEXT_SPAN = (0.6, 0.85)
 IMAGE_SPAN = (0.85, 0.97)
 
 
+# Training rows above which only the first of the K folds is predicted out of fold: a
+# K-th of the rows (thousands) calibrates as well as all of them, at a fifth of the cost
+# (on Myntra this is what keeps training within 2x the TF-IDF + LinearSVC baseline).
+LARGE_CATALOGUE = 5000
+
+
+@dataclass
+class OutOfFold:
+    """Predictions of models that never saw the row: per-level text scores (tfidf), text
+    and photo probabilities over the tree's paths, and which rows have them."""
+
+    margins: list | None
+    text: np.ndarray
+    image: np.ndarray
+    has_text: np.ndarray
+    has_image: np.ndarray
+
+
 @dataclass
 class TrainConfig:
     text_arch: str = DEFAULT_TEXT_ARCH
@@ -104,7 +122,7 @@ class Trainer:
 
         return [EpochLog(self.log, what)]
 
-    def _text_model(self, num_classes: int):
+    def _text_model(self, num_classes: list[int]):
         from core.models.text_model import TextModel
 
         return TextModel(self.config.text_arch, num_classes=num_classes, epochs=self.config.text_epochs,
@@ -118,20 +136,26 @@ class Trainer:
 
     def fit(self, catalogue: Catalogue):
         """Text model, image head and fusion on the catalogue's trainable rows, validated
-        on a split grouped by duplicate text; returns a Classifier with its metadata."""
+        on a split grouped by duplicate text; returns a Classifier with its metadata.
+
+        Labels may be category paths ("A >> B >> C"): the model then learns the tree
+        (core.models.tree); a flat label is a tree of one level."""
         from core.models.classifier import Classifier
 
         cfg, started = self.config, time.time()
         seed_everything(cfg.seed)  # before anything random, e.g. a --no-pretrained backbone
-        texts, labels_raw, paths, labels, y = self._trainable_rows(catalogue)
+        texts, labels_raw, paths, tree = self._trainable_rows(catalogue)
+        level_y, y = tree.targets(labels_raw)
+        labels = tree.labels
         has_text = np.array([bool(t.strip()) for t in texts])
         image_model, emb, emb_flip, has_image = self._embed_images(paths, y, len(labels))
-        use_text = has_text.sum() >= 2 and len(set(y[has_text])) >= 2
+        use_text = has_text.sum() >= 2 and len(set(y[has_text]) - {-1}) >= 2
 
         train, val = split_train_val(y, dedup_groups(texts), cfg.val_fraction, cfg.seed)
+        train, val = np.union1d(train, val[y[val] < 0]), val[y[val] >= 0]  # partial paths only train
         self.log(f"split: {len(train)} train, {len(val)} validation rows")
         # TF-IDF vocabularies are fitted once on all training texts (no labels involved),
-        # so the out-of-fold and final text models only train heads on one sparse matrix.
+        # so the out-of-fold and final text models only solve heads on one sparse matrix.
         text_rows = train[has_text[train]]
         featurizer = features = None
         if use_text and cfg.text_arch == "tfidf":
@@ -140,16 +164,24 @@ class Trainer:
             featurizer = TfidfFeaturizer().fit([texts[i] for i in text_rows])
             features = featurizer.transform([texts[i] for i in text_rows])
 
-        fusion = self._fit_fusion(texts, emb, emb_flip, y, train, has_text, has_image, len(labels), featurizer,
-                                  features, use_text=use_text, with_images=image_model is not None)
-        text_model = self._fit_text(texts, y, text_rows, len(labels), featurizer, features) if use_text else None
+        oof = self._out_of_fold(texts, emb, emb_flip, level_y, y, tree, train, has_text, has_image, featurizer,
+                                features, use_text=use_text, with_images=image_model is not None)
+        temperatures = self._calibrate(tree, oof, level_y, y) if use_text else None
+        fusion = self._fit_fusion(tree, oof, y, train, has_text, has_image)
+        text_model = None
+        if use_text:
+            text_model = self._fit_text(texts, level_y, y, tree, text_rows, featurizer, features, temperatures)
         if image_model is not None:
-            self._fit_image(image_model, emb, emb_flip, paths, y, train[has_image[train]])
+            self._fit_image(image_model, emb, emb_flip, paths, y, train[has_image[train] & (y[train] >= 0)])
 
-        classifier = Classifier(labels, text_model, image_model, fusion)
+        classifier = Classifier(labels, text_model, image_model, fusion, tree=tree)
         metrics = self._validate(classifier, texts, paths, y, val) if len(val) else {}
         classifier.metadata = self._metadata(catalogue, labels, y, train, val, has_text, has_image, metrics,
                                              fusion, time.time() - started, texts, labels_raw, paths)
+        classifier.metadata.tree = {"depth": tree.depth, "classes_per_level": [len(c) for c in tree.levels],
+                                    "paths": len(labels), "decode_weights": [round(float(w), 4) for w in tree.weights],
+                                    "temperatures": [round(t, 4) for t in temperatures or []],
+                                    "min_rows": tree.min_rows}
         classifier.metadata.history = {  # per-epoch curves of the final fits, for the Models page
             name: getattr(model, "history", None) or {} for name, model in (("text", text_model), ("image", image_model))
             if model is not None}
@@ -157,16 +189,20 @@ class Trainer:
         return classifier
 
     def _trainable_rows(self, catalogue: Catalogue):
-        """The rows to train on (labelled, with text or photo), their classes and class ids."""
+        """The rows to train on (labelled, with text or photo), their paths and the tree."""
+        from core.models.tree import CategoryTree
+
         keep = np.flatnonzero(catalogue.trainable_mask())
         texts = [catalogue.texts[i] for i in keep]
         labels_raw = [catalogue.labels[i] for i in keep]
         paths = [catalogue.image_paths[i] for i in keep]
-        labels = sorted(set(labels_raw))
-        if len(labels) < 2:
+        tree = CategoryTree.from_paths(labels_raw) if labels_raw else None
+        if tree is None or len(tree.labels) < 2:
             raise InputError(f"{catalogue.source}: training needs at least two classes with usable rows")
-        self.log(f"training on {len(keep)} rows, {len(labels)} classes")
-        return texts, labels_raw, paths, labels, np.array([labels.index(label) for label in labels_raw])
+        shape = f"{len(tree.labels)} classes" if tree.is_flat else \
+            f"a {tree.depth}-level tree ({' > '.join(str(len(c)) for c in tree.levels)} classes, {len(tree.labels)} paths)"
+        self.log(f"training on {len(keep)} rows, {shape}")
+        return texts, labels_raw, paths, tree
 
     def _embed_images(self, paths, y, num_classes: int):
         """Photos → cached backbone embeddings (and of the mirrored photo): the slow part,
@@ -179,33 +215,70 @@ class Trainer:
         emb, has_image = image_model.embed(paths, progress=self.verbose)
         emb_flip, _ = image_model.embed(paths, flip=True, progress=self.verbose)
         self.log(f"image embeddings: {int(has_image.sum())} images ({image_model.spec.name})")
-        if has_image.sum() < 2 or len(set(y[has_image])) < 2:
+        if has_image.sum() < 2 or len(set(y[has_image]) - {-1}) < 2:
             return None, emb, emb_flip, np.zeros(len(paths), bool)
         return image_model, emb, emb_flip, has_image
 
-    def _fit_fusion(self, texts, emb, emb_flip, y, train, has_text, has_image, num_classes, featurizer, features,
-                    *, use_text: bool, with_images: bool):
+    def _calibrate(self, tree, oof, level_y, y) -> list[float]:
+        """Temperatures of the text model's levels and the tree decode's weights, fitted on
+        out-of-fold rows, so a 0.8 means right 8 times in 10. Without out-of-fold rows
+        (a tiny catalogue) a typical temperature is used."""
+        from core.models.text_model import DEFAULT_TEMPERATURE, fit_temperature, softmax
+
+        if oof is None or oof.margins is None:
+            return [DEFAULT_TEMPERATURE] * len(level_y)
+        rows = oof.has_text
+        temperatures = [fit_temperature(m[rows], target[rows]) for m, target in zip(oof.margins, level_y)]
+        levels = [softmax(m[rows] / t) for m, t in zip(oof.margins, temperatures)]
+        tree.fit_weights(levels, y[rows])
+        oof.text[rows] = tree.decode(levels)
+        self.log(f"calibrated on {int(rows.sum())} out-of-fold rows: temperature "
+                 f"{', '.join(f'{t:.3f}' for t in temperatures)}; decode weights "
+                 f"{', '.join(f'{w:.2f}' for w in tree.weights)}")
+        return temperatures
+
+    def _fit_fusion(self, tree, oof, y, train, has_text, has_image):
         """The fusion, fitted on out-of-fold probabilities (only when both modalities exist)."""
         from core.models.fusion import Fusion
 
         fusion, cfg = Fusion(), self.config
-        both_train = train[has_text[train] & has_image[train]]
-        if use_text and with_images and len(both_train) >= 2 * cfg.folds:
-            oof = self._out_of_fold(texts, emb, emb_flip, y, train, has_text, has_image, num_classes,
-                                    featurizer, features)
-            if oof is not None:
-                fusion.fit(oof[0][both_train], oof[1][both_train], y[both_train], seed=cfg.seed)
-                self.log(f"fusion ({fusion.kind}) fitted on {len(both_train)} out-of-fold rows")
+        if oof is None:
+            return fusion
+        both = train[oof.has_text[train] & oof.has_image[train] & (y[train] >= 0)]
+        if len(both) >= 2 * cfg.folds:
+            fusion.fit(oof.text[both], oof.image[both], y[both], seed=cfg.seed)
+            self.log(f"fusion ({fusion.kind}) fitted on {len(both)} out-of-fold rows")
         return fusion
 
-    def _fit_text(self, texts, y, rows, num_classes: int, featurizer, features):
-        """The final text model on the whole training part."""
+    def _fit_text(self, texts, level_y, y, tree, rows, featurizer, features, temperatures):
+        """The final text model on the whole training part: one solved head per level
+        with its temperature and the tree decode on top (tfidf), or a bilstm on the paths."""
         self._stage("text model", TEXT_SPAN[0])
         self.log(f"text model ({self.config.text_arch}) on {len(rows)} rows")
-        return self._text_model(num_classes).fit(
-            [texts[i] for i in rows], y[rows], featurizer=featurizer, features=features,
-            callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN)
-            + self._epoch_lines("text model"))
+        if self.config.text_arch != "tfidf":
+            return self._text_model([len(tree.labels)]).fit(
+                [texts[i] for i in rows], y[rows],
+                callbacks=self.callbacks("text model") + self._epochs("text model", "text model", TEXT_SPAN)
+                + self._epoch_lines("text model"))
+        model = self._text_model([len(c) for c in tree.levels])
+        model.fit([texts[i] for i in rows], [target[rows] for target in level_y], featurizer=featurizer,
+                  features=features, on_level=self._level_reporter("text model", "text model", TEXT_SPAN, tree))
+        return model.finalize(temperatures, None if tree.is_flat and not self._decode_flat(tree) else tree)
+
+    @staticmethod
+    def _decode_flat(tree) -> bool:
+        """A flat model needs the decode only for a fitted weight (its final temperature)."""
+        return bool(np.any(np.abs(tree.weights - 1.0) > 1e-9))
+
+    def _level_reporter(self, stage: str, what: str, span: tuple[float, float], tree):
+        """on_level for the solver: "<what>: level k/K (n classes)" in the log and the job's progress."""
+        def report(k: int, levels: int) -> None:
+            message = f"{what}: level {k}/{levels} ({len(tree.levels[k - 1])} classes)"
+            if self.on_report is not None:
+                self.on_report(span[0] + (span[1] - span[0]) * (k - 1) / levels, stage, message)
+            if self.verbose and stage != "out-of-fold models":
+                self.log(message)
+        return report
 
     def _fit_image(self, image_model, emb, emb_flip, paths, y, rows) -> None:
         """The final image head on the whole training part (then, if asked, the fine-tuning)."""
@@ -220,15 +293,22 @@ class Trainer:
             image_model.finetune([paths[i] for i in rows], y[rows], epochs=cfg.finetune_epochs,
                                  callbacks=self._epoch_lines("fine-tuning"))
 
-    def _out_of_fold(self, texts, emb, emb_flip, y, train, has_text, has_image, num_classes,
-                     featurizer, features):
+    def _out_of_fold(self, texts, emb, emb_flip, level_y, y, tree, train, has_text, has_image, featurizer,
+                     features, *, use_text: bool, with_images: bool) -> "OutOfFold | None":
+        """K-fold predictions for every training row from models that never saw it: what
+        the calibration (text) and the fusion (text + photo) are fitted on."""
         cfg = self.config
-        oof_text = np.zeros((len(y), num_classes), "float32")
-        oof_image = np.zeros((len(y), num_classes), "float32")
         folds = grouped_folds(y[train], dedup_groups([texts[i] for i in train]), cfg.folds, cfg.seed + 1)
-        if not folds:
-            self.log("too few rows per class for out-of-fold models: fused = text where both exist")
+        if len(train) > LARGE_CATALOGUE:  # one held-out fold: thousands of rows, plenty to calibrate on
+            folds = folds[:1]
+        if not folds or not (use_text or with_images):
+            self.log("too few rows per class for out-of-fold models: no calibration, fused = text where both exist")
             return None
+        n, tfidf = len(y), cfg.text_arch == "tfidf"
+        oof = OutOfFold(margins=[np.zeros((n, len(c)), "float32") for c in tree.levels] if use_text and tfidf else None,
+                        text=np.zeros((n, len(tree.labels)), "float32"),
+                        image=np.zeros((n, len(tree.labels)), "float32"),
+                        has_text=np.zeros(n, bool), has_image=np.zeros(n, bool))
         text_rows = train[has_text[train]]
         position = {row: k for k, row in enumerate(text_rows)}
         iterator = folds
@@ -244,26 +324,45 @@ class Trainer:
             self._stage("out-of-fold models", a, fold)
             fit_rows, pred_rows = train[fit_idx], train[pred_idx]
             t_fit, t_pred = fit_rows[has_text[fit_rows]], pred_rows[has_text[pred_rows]]
-            if len(t_pred) and len(t_fit):
-                fold_features = None if features is None else [m[[position[i] for i in t_fit]] for m in features]
-                model = self._text_model(num_classes).fit(
-                    [texts[i] for i in t_fit], y[t_fit], featurizer=featurizer, features=fold_features,
-                    callbacks=self._epochs("out-of-fold models", f"{fold} · text", (a, a + width / 2)))
-                oof_text[t_pred] = model.predict_proba([texts[i] for i in t_pred])
-            i_fit, i_pred = fit_rows[has_image[fit_rows]], pred_rows[has_image[pred_rows]]
-            if len(i_pred) and len(i_fit):
-                model = self._image_model(num_classes).fit(
+            if use_text and len(t_pred) and len(t_fit):
+                if tfidf:
+                    sub = lambda rows: [m[[position[i] for i in rows]] for m in features]  # noqa: E731
+                    model = self._text_model([len(c) for c in tree.levels]).fit(
+                        [texts[i] for i in t_fit], [target[t_fit] for target in level_y], featurizer=featurizer,
+                        features=sub(t_fit),
+                        on_level=self._level_reporter("out-of-fold models", f"{fold} · text", (a, a + width / 2), tree))
+                    for level, m in zip(oof.margins, model.margins(sub(t_pred))):
+                        level[t_pred] = m
+                else:
+                    keep = t_fit[y[t_fit] >= 0]
+                    model = self._text_model([len(tree.labels)]).fit(
+                        [texts[i] for i in keep], y[keep],
+                        callbacks=self._epochs("out-of-fold models", f"{fold} · text", (a, a + width / 2)))
+                    oof.text[t_pred] = model.predict_proba([texts[i] for i in t_pred])
+                oof.has_text[t_pred] = True
+            i_fit = fit_rows[has_image[fit_rows] & (y[fit_rows] >= 0)]
+            i_pred = pred_rows[has_image[pred_rows]]
+            if with_images and len(i_pred) and len(i_fit):
+                model = self._image_model(len(tree.labels)).fit(
                     emb[i_fit], y[i_fit], flipped=emb_flip[i_fit],
                     callbacks=self._epochs("out-of-fold models", f"{fold} · photo", (a + width / 2, a + width)))
-                oof_image[i_pred] = model.predict_proba_embeddings(emb[i_pred])
-        return oof_text, oof_image
+                oof.image[i_pred] = model.predict_proba_embeddings(emb[i_pred])
+                oof.has_image[i_pred] = True
+        return oof
 
     def _validate(self, classifier, texts, paths, y, val) -> dict:
         """Metrics on the held-out rows, predicted exactly as `predict` would (the image
         path re-embeds through the final backbone, which fine-tuning may have changed)."""
         result = classifier.predict_batch([texts[i] for i in val], [paths[i] for i in val])
-        return evaluation_metrics(classifier.labels, [classifier.labels[i] for i in y[val]], result.fused,
-                                  result.text, result.has_text, result.image, result.has_image)
+        truth = [classifier.labels[i] for i in y[val]]
+        metrics = evaluation_metrics(classifier.labels, truth, result.fused, result.text, result.has_text,
+                                     result.image, result.has_image)
+        if not classifier.tree.is_flat:  # per level, for the Models page and `train`'s summary
+            from core.training.tree_metrics import batch_models, tree_report
+
+            metrics["tree"] = tree_report(truth, batch_models(result), valid_paths=classifier.tree.prefixes(),
+                                          depth=classifier.tree.depth)
+        return metrics
 
     def _metadata(self, catalogue, labels, y, train, val, has_text, has_image, metrics, fusion, seconds,
                   texts, labels_raw, paths) -> BundleMetadata:
@@ -274,12 +373,14 @@ class Trainer:
             data_fingerprint=data_fingerprint(texts, labels_raw, paths),
             source={"path": str(catalogue.source), "text_cols": catalogue.text_cols,
                     "label_col": catalogue.label_col, "label_level": catalogue.label_level,
+                    "label_depth": catalogue.label_depth,
                     "image_col": catalogue.image_col},
             rows={"catalogue": len(catalogue), "used": len(y), "train": len(train), "validation": len(val),
                   "with_text": int(has_text.sum()), "with_image": int(has_image.sum()),
-                  "per_class": {l: int(n) for l, n in zip(labels, np.bincount(y, minlength=len(labels)))},
+                  "per_class": {l: int(n) for l, n in zip(labels, np.bincount(y[y >= 0], minlength=len(labels)))},
                   "per_class_train": {l: int(n) for l, n in
-                                      zip(labels, np.bincount(y[train], minlength=len(labels)))}},
+                                      zip(labels, np.bincount(y[train][y[train] >= 0], minlength=len(labels)))},
+                  "partial_paths": int((y < 0).sum())},
             metrics={"validation": metrics},
             text_arch=cfg.text_arch,
             backbone=cfg.backbone,

@@ -182,7 +182,8 @@ def test_bundle_files_and_metadata(trained, loaded, cat):
 
     path, classifier = trained["path"], trained["classifier"]
     assert sorted(p.name for p in path.iterdir()) == sorted(
-        [bundle.METADATA, bundle.LABELS, bundle.TEXT_MODEL, bundle.IMAGE_MODEL, bundle.FUSION, bundle.MANIFEST])
+        [bundle.METADATA, bundle.LABELS, bundle.TEXT_MODEL, bundle.IMAGE_MODEL, bundle.FUSION, bundle.TREE,
+             bundle.MANIFEST])
     assert loaded.verified is True
     assert leftovers(path.parent, path.name) == []
     assert json.loads((path / bundle.LABELS).read_text()) == cat.classes == loaded.labels

@@ -40,7 +40,7 @@ def test_validation_split_size_and_disjointness():
 # --------------------------------------------------------------------------- progress
 
 
-def test_the_training_job_names_the_fold_and_the_epoch(make_catalogue, tmp_path, studio_home, monkeypatch):
+def test_the_training_job_names_the_fold_the_level_and_the_epoch(make_catalogue, tmp_path, studio_home, monkeypatch):
     """The out-of-fold stage is most of a run (330 of 407 s on Flipkart): the jobs table
     (what the Models page shows) must say which fold and epoch it is at, through the real
     job (core.studio.retrain → core.training.trainer → core.studio.jobs), not one message for minutes."""
@@ -70,12 +70,12 @@ def test_the_training_job_names_the_fold_and_the_epoch(make_catalogue, tmp_path,
     job = get_job(store, start_training(store, admin, config, background=False))
     assert job.state == "done", job
     messages = [r.message for r in rows]
-    for k in (1, 2):  # every fold's text and photo fit names its fold and reaches its last epoch
+    for k in (1, 2):  # every fold's text and photo fit names its fold, its level or epoch, to the last
         assert f"out-of-fold {k}/2" in messages
-        assert any(m.startswith(f"out-of-fold {k}/2 · text: epoch 2/2") for m in messages), messages
+        assert any(m.startswith(f"out-of-fold {k}/2 · text: level 1/1") for m in messages), messages
         assert any(m.startswith(f"out-of-fold {k}/2 · photo: epoch 3/3") for m in messages), messages
     assert {r.stage for r in rows if r.message.startswith("out-of-fold")} == {"out-of-fold models"}
-    assert any(m.startswith("text model: epoch 2/2") for m in messages)  # the final fits too
+    assert any(m.startswith("text model: level 1/1") for m in messages)  # the final fits too
     assert any(m.startswith("image model: epoch 3/3") for m in messages)
     assert "embedding photos" in messages and "scoring the evaluation slice" in messages
     fractions = [r.progress for r in rows]
