@@ -19,7 +19,8 @@ def _load(args, *, require_labels: bool):
 
     return load_catalogue(
         args.data, text_cols=args.text_cols, label_col=getattr(args, "label_col", None),
-        label_level=getattr(args, "label_level", None), image_col=args.image_col, image_dir=args.image_dir,
+        label_level=getattr(args, "label_level", None), label_depth=getattr(args, "label_depth", None),
+        image_col=args.image_col, image_dir=args.image_dir,
         encoding=args.encoding, require_labels=require_labels, progress=not args.quiet,
     )
 
@@ -44,6 +45,16 @@ def _train_config(args, seed: int):
     return TrainConfig(text_arch=args.text_arch, backbone=args.backbone,
                        weights=None if args.no_pretrained else "imagenet", folds=args.folds,
                        val_fraction=args.val_fraction, seed=seed, text_epochs=args.epochs, finetune=args.finetune)
+
+
+def _summary(metrics: dict) -> dict:
+    """n / accuracy / macro-F1 per model; a tree model adds them per level (fused)."""
+    out = {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")} for k, v in metrics.items()
+           if k in ("fused", "text", "image")}
+    levels = ((metrics.get("tree") or {}).get("fused") or {}).get("levels")
+    if levels:
+        out["levels"] = {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")} for k, v in levels.items()}
+    return out
 
 
 def _seed_summary(runs: list[dict]) -> dict:
@@ -81,8 +92,7 @@ def cmd_train(args) -> int:
             first = classifier
             path = classifier.save(args.out)  # saved at once: a later seed failing keeps it
     summary = {"model": str(path), "version": first.version, "train_seconds": first.metadata.train_seconds,
-               "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
-                              for k, v in runs[0].items() if k != "rows"}}
+               "validation": _summary(runs[0])}
     if args.seeds > 1:
         summary["seeds"] = {"seeds": list(range(args.seed, args.seed + args.seeds)), **_seed_summary(runs)}
     print(json.dumps(summary, indent=2))
@@ -106,10 +116,8 @@ def _train_from_store(args) -> int:
     first = runs[0]
     summary = {"model": first["path"], "version": first["version"], "registered": True,
                "trained_from": first.get("trained_from"),
-               "validation": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
-                              for k, v in first["metrics"]["validation"].items() if k != "rows"},
-               "eval_slice": {k: {m: v.get(m) for m in ("n", "accuracy", "macro_f1")}
-                              for k, v in (first["metrics"].get("eval_slice") or {}).items() if k != "rows"}}
+               "validation": _summary(first["metrics"]["validation"]),
+               "eval_slice": _summary(first["metrics"].get("eval_slice") or {})}
     if args.seeds > 1:
         summary["seeds"] = {"seeds": list(range(args.seed, args.seed + args.seeds)),
                             **_seed_summary([r["metrics"]["validation"] for r in runs])}
@@ -153,6 +161,8 @@ def cmd_predict(args) -> int:
     from core.models.bundle import require_bundle
     from core.models.classifier import Classifier
 
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise InputError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
     require_bundle(args.model)
     catalogue = _load(args, require_labels=False)  # bad input fails before TensorFlow loads
     _report(catalogue, args.quiet)
@@ -160,23 +170,37 @@ def cmd_predict(args) -> int:
     result = classifier.predict_batch(catalogue.texts, catalogue.image_paths, progress=not args.quiet)
     frame = catalogue.frame.copy()
     usable = result.has_text | result.has_image
-    top = lambda probs, mask: [result.labels[int(np.argmax(p))] if m else "" for p, m in zip(probs, mask)]  # noqa: E731
-    frame["predicted_label"] = top(result.fused, usable)
-    frame["confidence"] = [f"{float(np.max(p)):.6f}" if m else "" for p, m in zip(result.fused, usable)]
-    frame["text_label"] = top(result.text, result.has_text)
-    frame["image_label"] = top(result.image, result.has_image)
+    rows = [result.row(i) for i in range(len(frame))]
+    frame["predicted_label"] = [r.leaf if r.fused is not None else "" for r in rows]
+    frame["confidence"] = [f"{r.confidence:.6f}" if r.fused is not None else "" for r in rows]
+    leaf = (lambda probs: classifier.tree.path_levels(result.labels[int(np.argmax(probs))])[-1]  # noqa: E731
+            if not classifier.tree.is_flat else result.labels[int(np.argmax(probs))])
+    frame["text_label"] = [leaf(p) if m else "" for p, m in zip(result.text, result.has_text)]
+    frame["image_label"] = [leaf(p) if m else "" for p, m in zip(result.image, result.has_image)]
+    if not classifier.tree.is_flat:
+        _tree_columns(frame, rows, classifier.tree.depth, args.min_confidence)
     if args.probabilities:
         for j, label in enumerate(result.labels):
             frame[f"p:{label}"] = [f"{p[j]:.6f}" if m else "" for p, m in zip(result.fused, usable)]
     _atomic_write_csv(frame, args.out)
     unusable = np.flatnonzero(~usable) + 1
     if len(unusable):
-        rows = ", ".join(map(str, unusable[:10])) + (" …" if len(unusable) > 10 else "")
+        shown = ", ".join(map(str, unusable[:10])) + (" …" if len(unusable) > 10 else "")
         print(f"warning: {len(unusable)} row(s) had neither text nor a usable image and were left "
-              f"unpredicted (rows {rows})", file=sys.stderr)
+              f"unpredicted (rows {shown})", file=sys.stderr)
     if not args.quiet:
         print(f"wrote {len(frame)} predictions to {args.out}", file=sys.stderr)
     return 0
+
+
+def _tree_columns(frame, rows, depth: int, min_confidence: float | None) -> None:
+    """predicted_path (stopped at --min-confidence), and each level's name and confidence."""
+    frame["predicted_path"] = [(r.path_at(min_confidence or 0.0) or "") if r.fused is not None else "" for r in rows]
+    levels = [r.levels() if r.fused is not None else [] for r in rows]
+    for k in range(depth):
+        frame[f"predicted_level_{k + 1}"] = [lv[k][0] if lv else "" for lv in levels]
+        frame[f"confidence_level_{k + 1}"] = [f"{lv[k][1]:.6f}" if lv and lv[k][1] is not None else ""
+                                              for lv in levels]
 
 
 def cmd_evaluate(args) -> int:
@@ -198,6 +222,11 @@ def cmd_evaluate(args) -> int:
                                  result.image, result.has_image)
     unknown = sorted(set(y_true) - set(result.labels))
     metrics["rows"].update({"unlabelled": len(catalogue) - len(labelled), "unknown_labels": unknown})
+    if not classifier.tree.is_flat:
+        from core.training.tree_metrics import batch_models, tree_report
+
+        metrics["tree"] = tree_report(y_true, batch_models(result), valid_paths=classifier.tree.prefixes(),
+                                      depth=classifier.tree.depth)
     metrics["model_version"] = classifier.version
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
     return 0

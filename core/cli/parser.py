@@ -20,9 +20,13 @@ def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None, required: bo
     p.add_argument("--text-cols", required=required, type=_cols, metavar="A[,B…]",
                    help="text columns, joined in this order")
     if label is not None:
-        p.add_argument("--label-col", required=label and required, metavar="L", help="label column")
+        p.add_argument("--label-col", required=label and required, metavar="L[,L2…]",
+                       help='label column: class names, or category paths like ["A >> B >> C"] (the tree is '
+                            'learned), or several columns, one per level from the top')
         p.add_argument("--label-level", type=int, metavar="N",
-                       help='take level N (1 = top) of a category tree like ["A >> B >> C"]')
+                       help="a flat classifier on level N (1 = top) of the category tree")
+        p.add_argument("--label-depth", type=int, metavar="N",
+                       help="learn the category tree down to level N (default: its full depth)")
     p.add_argument("--image-col", metavar="I", help="column with image file names, paths or URLs")
     p.add_argument("--image-dir", type=Path, metavar="D", help="folder that relative image names are in")
     p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
@@ -88,7 +92,10 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     _add_mapping(p, label=None)
     p.add_argument("--out", required=True, type=Path, metavar="PRED_CSV")
-    p.add_argument("--probabilities", action="store_true", help="add one p:<label> column per class")
+    p.add_argument("--probabilities", action="store_true",
+                   help="add one p:<label> column per class (a tree model: p:<path> per path it knows)")
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="a tree model: stop predicted_path at the deepest level with confidence >= P")
     p.add_argument("--quiet", action="store_true")
 
 

@@ -75,3 +75,13 @@ def leaf_name(path: str) -> str:
     """The deepest level's name ("Bedsheets")."""
     parts = path_parts(path)
     return parts[-1] if parts else ""
+
+
+def category_choices(labels: Iterable[str]) -> list[str]:
+    """What a person may pick as a category: every path and every node above it (a
+    reviewer who only knows the top level saves "Home Furnishing"), parents first, each
+    followed by its children: a picker that filters on any part of the text then finds
+    "Home Furnishing >> Bed Linen >> Bedsheets" by typing "bedsheet"."""
+    nodes = {tuple(path_parts(label)[:k]) for label in labels if label
+             for k in range(1, len(path_parts(label)) + 1)}
+    return [join_path(parts) for parts in sorted(nodes, key=lambda parts: [p.casefold() for p in parts])]

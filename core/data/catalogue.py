@@ -26,6 +26,7 @@ from core.common.errors import InputError, one_line
 from core.common.images import ImageDecodeError, open_image
 from core.common.text import MAX_TEXT_CHARS, cut_text, identity_key
 from core.data._messages import _plural, _quote_list, _rows_text
+from core.common.category_path import normalise_path, path_from_levels
 from core.data.category_tree import _TREE_SEP, _tree_parts, parse_category_tree
 from core.data.csv_files import _column, read_csv
 from core.data.downloads import DownloadError, download_url
@@ -80,6 +81,7 @@ class ImportReport:
     text_columns: list[str] = field(default_factory=list)
     label_column: str | None = None
     label_level: int | None = None
+    label_depth: int | None = None
     image_column: str | None = None
     notes: list[str] = field(default_factory=list)
     cut_text_rows: list[int] = field(default_factory=list)  # rows whose text was cut to core.common.text.MAX_TEXT_CHARS
@@ -154,6 +156,7 @@ class Catalogue:
     label_col: str | None = None
     label_level: int | None = None
     image_col: str | None = None
+    label_depth: int | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -283,7 +286,7 @@ def _resolve_images(values: list[str], *, column: str, base_dir: Path, check_ima
 
 
 def _check_mapping(source: Path, text_cols: list[str], label_col: str | None, label_level: int | None,
-                   image_col: str | None, require_labels: bool) -> None:
+                   image_col: str | None, require_labels: bool, label_depth: int | None = None) -> None:
     """The flags make sense together (before the file is read)."""
     if not text_cols and not image_col:
         raise InputError(f"{source.name}: give at least one text column or an image column")
@@ -291,6 +294,10 @@ def _check_mapping(source: Path, text_cols: list[str], label_col: str | None, la
         raise InputError("--label-level needs a label column")
     if label_level is not None and int(label_level) < 1:
         raise InputError(f"--label-level must be 1 or more, got {label_level}")
+    if label_depth is not None and int(label_depth) < 1:
+        raise InputError(f"--label-depth must be 1 or more, got {label_depth}")
+    if label_depth is not None and label_level is not None:
+        raise InputError("give --label-level N (one level, flat) or --label-depth N (the tree down to N), not both")
     if require_labels and label_col is None:
         raise InputError(f"{source.name}: training needs a label column")
 
@@ -307,17 +314,39 @@ def _read_texts(frame: pd.DataFrame, text_names: list[str]) -> tuple[list[str], 
     return texts, [i + 1 for i, t in enumerate(texts) if not t], duplicates
 
 
-def _read_labels(frame: pd.DataFrame, label_name: str, label_level: int | None, name: str,
-                 notes: list[str]) -> list[str | None]:
-    """Each row's label: the whole value, or one level of a category tree."""
-    raw = [str(v) for v in frame[label_name].tolist()]
+def _label_columns(frame: pd.DataFrame, label_col: str, source: Path) -> list[str]:
+    """One label column, or several comma-separated ones (one per tree level, top first)."""
+    if str(label_col).strip() in frame.columns or "," not in str(label_col):
+        return [_column(frame, label_col, "label", source)]
+    return [_column(frame, part, "label", source) for part in str(label_col).split(",") if part.strip()]
+
+
+def _read_labels(frame: pd.DataFrame, label_names: list[str], label_level: int | None, label_depth: int | None,
+                 name: str, notes: list[str]) -> list[str | None]:
+    """Each row's label: a category path ("A >> B >> C", from one tree column or one column
+    per level, cut to `label_depth`), one level of it (`label_level`: a flat label), or
+    the whole value when the column holds plain class names."""
+    if len(label_names) > 1:
+        columns = [frame[c].tolist() for c in label_names]
+        levels = [[None if pd.isna(v) else v for v in values] for values in zip(*columns)]
+        if label_level is not None:
+            if label_level > len(label_names):
+                raise InputError(f"{name}: --label-level {label_level} but only {len(label_names)} label columns "
+                                 f"were given ({', '.join(label_names)})")
+            return [parse_category_tree(path_from_levels(v) or "", label_level) for v in levels]
+        return [normalise_path(path_from_levels(v), label_depth) for v in levels]
+    label_name = label_names[0]
+    raw = ["" if pd.isna(v) else str(v) for v in frame[label_name].tolist()]
     if label_level is None:
         labels = [(" ".join(v.split()) or None) for v in raw]
         trees = sum(1 for v in labels if v and _TREE_SEP in v)
-        if trees and trees >= 0.5 * sum(1 for v in labels if v):
-            notes.append(f"labels in column '{label_name}' look like category trees ('A >> B'); "
-                         "pass a label level to use one level of the tree")
-        return labels
+        if not (trees and trees >= 0.5 * sum(1 for v in labels if v)):
+            return labels
+        paths = [normalise_path(v, label_depth) for v in raw]
+        depth = max((len(_tree_parts(p)) for p in paths if p), default=0)
+        notes.append(f"labels in column '{label_name}' are category paths: learning the tree to level {depth}"
+                     + ("" if label_depth else " (--label-depth N stops higher, --label-level N learns one level)"))
+        return paths
     level = int(label_level)
     depths = [len(_tree_parts(v)) for v in raw if v.strip()]
     if not depths:
@@ -368,6 +397,7 @@ def load_catalogue(
     text_cols: Sequence[str],
     label_col: str | None = None,
     label_level: int | None = None,
+    label_depth: int | None = None,
     image_col: str | None = None,
     image_dir: str | Path | None = None,
     encoding: str = "utf-8",
@@ -378,8 +408,9 @@ def load_catalogue(
 ) -> Catalogue:
     """Import a catalogue CSV mapped by column names.
 
-    text = `text_cols` joined with `join_text`; label = `label_col` (at `label_level` of a
-    category tree when given); image = `image_col` resolved as URL (downloaded, cached),
+    text = `text_cols` joined with `join_text`; label = `label_col` — a column of class names,
+    a column of category paths or comma-separated columns, one per level (a path, cut to
+    `label_depth` levels; or one level of it, `label_level`: a flat label); image = `image_col` resolved as URL (downloaded, cached),
     absolute path, or path relative to `image_dir` (default: the CSV's folder). Broken or
     missing images are reported, never fatal. `require_labels` (training) demands at least
     two classes. `confine_images` (for untrusted uploads) refuses absolute paths and paths
@@ -387,16 +418,17 @@ def load_catalogue(
     """
     source = Path(path).expanduser()
     text_cols = [text_cols] if isinstance(text_cols, str) else list(text_cols)
-    _check_mapping(source, text_cols, label_col, label_level, image_col, require_labels)
+    _check_mapping(source, text_cols, label_col, label_level, image_col, require_labels, label_depth)
     frame = read_csv(source, encoding=encoding)
     name, n = source.name, len(frame)
     text_names = [_column(frame, c, "text", source) for c in text_cols]
-    label_name = _column(frame, label_col, "label", source) if label_col is not None else None
+    label_names = _label_columns(frame, label_col, source) if label_col is not None else []
+    label_name = ",".join(label_names) if label_names else None
     image_name = _column(frame, image_col, "image", source) if image_col is not None else None
     notes: list[str] = []
 
     texts, empty_rows, duplicates = _read_texts(frame, text_names)
-    labels = _read_labels(frame, label_name, label_level, name, notes) if label_name is not None else [None] * n
+    labels = _read_labels(frame, label_names, label_level, label_depth, name, notes) if label_names else [None] * n
     per_class = _count_classes(labels, label_name, name, require_labels, notes)
 
     image_paths: list[Path | None] = [None] * n
@@ -417,11 +449,12 @@ def load_catalogue(
         duplicate_texts=duplicates, unusable_rows=[i + 1 for i, ok in enumerate(usable) if not ok],
         unlabelled_rows=[i + 1 for i, v in enumerate(labels) if v is None] if label_name else [],
         no_image_rows=no_image_rows, text_columns=text_names, label_column=label_name,
-        label_level=int(label_level) if label_level is not None else None, image_column=image_name, notes=notes,
+        label_level=int(label_level) if label_level is not None else None,
+        label_depth=int(label_depth) if label_depth is not None else None, image_column=image_name, notes=notes,
     )
     catalogue = Catalogue(source=source, frame=frame, texts=texts, labels=labels, image_paths=image_paths,
                           usable=usable, report=report, text_cols=text_names, label_col=label_name,
-                          label_level=report.label_level, image_col=image_name)
+                          label_level=report.label_level, image_col=image_name, label_depth=report.label_depth)
     cap_catalogue_texts(catalogue)
     return catalogue
 

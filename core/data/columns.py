@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from core.common.category_path import path_parts
 from core.data.category_tree import parse_category_tree
 
 __all__ = ["ColumnGuess", "ColumnStats", "guess_columns", "IMAGE_EXTENSIONS"]
@@ -77,7 +78,8 @@ class ColumnStats:
     spaced: float          # …contain whitespace
     tree: float            # …are category trees 'A >> B'
     tree_level1: int       # distinct level-1 values of the trees
-    top_share: float       # share of the most frequent value
+    top_share: float
+    tree_depth: int = 0    # the deepest level of the trees that still groups products (see _tree_depth)       # share of the most frequent value
 
     @property
     def words(self) -> set[str]:
@@ -116,7 +118,22 @@ def column_stats(name: str, values: pd.Series) -> ColumnStats:
         tree=float(tree_mask.mean()),
         tree_level1=len(level1 - {None}),
         top_share=float(counts.iloc[0] / n),
+        tree_depth=_tree_depth(cells[tree_mask]) if tree_mask.any() else 0,
     )
+
+
+def _tree_depth(trees: pd.Series) -> int:
+    """The deepest level whose nodes are still categories: each groups two products or
+    more on average. Flipkart's trees end in the product's own name (one product per node), which
+    is a description, not a category to learn."""
+    parts = [path_parts(v) for v in trees]
+    depth = 0
+    for k in range(1, max((len(p) for p in parts), default=0) + 1):
+        nodes = {tuple(p[:k]) for p in parts if len(p) >= k}
+        if len(nodes) * 2 > sum(1 for p in parts if len(p) >= k):
+            break
+        depth = k
+    return max(1, depth)
 
 
 @dataclass
@@ -125,7 +142,8 @@ class ColumnGuess:
 
     text: list[str] = field(default_factory=list)
     label: str | None = None
-    label_level: int | None = None  # 1 when the label column holds category trees
+    label_level: int | None = None  # a flat level of a category tree (never guessed: trees are learned whole)
+    label_depth: int | None = None  # how deep to learn a category tree (see _tree_depth)
     image: str | None = None
     id: str | None = None
 
@@ -209,7 +227,7 @@ def guess_columns(frame: pd.DataFrame) -> ColumnGuess:
     return ColumnGuess(
         text=[s.name for s in texts],
         label=label.name if label is not None else None,
-        label_level=1 if label is not None and label.tree >= 0.5 else None,
+        label_depth=label.tree_depth if label is not None and label.tree >= 0.5 else None,
         image=image.name if image is not None else None,
         id=id_col.name if id_col is not None else None,
     )

@@ -34,3 +34,17 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
         "confusion_matrix": {"labels": order,
                              "matrix": confusion_matrix(y_true, y_pred, labels=order).tolist()},
     }
+
+
+def top_confusions(confusion: dict, k: int = 15) -> list[dict]:
+    """The k largest off-diagonal cells of a `classification_metrics` confusion matrix, as
+    {"true", "predicted", "count", "share"} (share of the true class's rows): with many
+    classes a heatmap is unreadable, this list says what to fix first."""
+    labels, matrix = confusion.get("labels") or [], np.asarray(confusion.get("matrix") or [], dtype=float)
+    if matrix.size == 0:
+        return []
+    rows = matrix.sum(axis=1)
+    cells = [(matrix[i, j], i, j) for i, j in zip(*np.nonzero(matrix)) if i != j]
+    cells.sort(key=lambda c: (-c[0], labels[c[1]], labels[c[2]]))
+    return [{"true": labels[i], "predicted": labels[j], "count": int(n), "share": round(float(n / rows[i]), 4)}
+            for n, i, j in cells[:k]]

@@ -125,9 +125,9 @@ def test_train_prints_only_its_json_on_stdout_and_progress_on_stderr(model):
     proc = model["proc"]  # run without --quiet: progress on
     assert json.loads(proc.stdout) == model["summary"]
     assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr  # no progress-bar escape codes
-    epochs = [line for line in stderr_lines(proc) if line.startswith("text model: epoch ")]
-    assert [line.split(" · ")[0] for line in epochs] == [f"text model: epoch {e}/6" for e in range(1, 7)]
-    assert all(" · loss " in line and " · accuracy " in line for line in epochs), epochs
+    lines = stderr_lines(proc)
+    assert [line for line in lines if line.startswith("text model: level ")] == ["text model: level 1/1 (3 classes)"]
+    assert any(line.startswith("calibrated on ") and "temperature" in line for line in lines), lines
 
 
 def test_train_reports_broken_images_and_goes_on(model):

@@ -383,11 +383,36 @@ def test_single_class_needs_two_for_training(tmp_path: Path):
         load_catalogue(path, text_cols=["title"], require_labels=True)
 
 
-def test_tree_labels_without_level_get_a_note(tmp_path: Path):
-    path = write(tmp_path / "t.csv", 'title,tree\na,"[""A >> B""]"\nb,"[""C >> D""]"\n')
+def test_a_tree_column_is_read_as_whole_paths_by_default(tmp_path: Path):
+    """Brackets, quotes and ragged spacing are stripped; ragged depths are kept; the note
+    says a tree is learned and how to ask for one level instead."""
+    path = write(tmp_path / "t.csv", 'title,tree\na,"[""A >> B >> C""]"\nb,"[\'C  >>D\']"\nc,"A >>  B"\nd,""\n')
     catalogue = load_catalogue(path, text_cols=["title"], label_col="tree")
-    assert catalogue.labels == ['["A >> B"]', '["C >> D"]']
-    assert any("category trees" in line for line in catalogue.report.summary_lines())
+    assert catalogue.labels == ["A >> B >> C", "C >> D", "A >> B", None]
+    assert any("category paths: learning the tree to level 3" in line for line in catalogue.report.summary_lines())
+    cut = load_catalogue(path, text_cols=["title"], label_col="tree", label_depth=2)
+    assert cut.labels == ["A >> B", "C >> D", "A >> B", None] and cut.label_depth == 2
+    flat = load_catalogue(path, text_cols=["title"], label_col="tree", label_level=2)
+    assert flat.labels == ["B", "D", "B", None]  # --label-level N: unchanged, one level, flat
+    with pytest.raises(InputError, match="not both"):
+        load_catalogue(path, text_cols=["title"], label_col="tree", label_level=1, label_depth=2)
+    with pytest.raises(InputError, match="--label-depth must be 1 or more"):
+        load_catalogue(path, text_cols=["title"], label_col="tree", label_depth=0)
+
+
+def test_several_label_columns_make_one_path_per_row(tmp_path: Path):
+    """--label-col a,b,c: one column per level, top first; an empty level ends the path."""
+    path = write(tmp_path / "m.csv", "title,master,sub,article\n"
+                 "a,Apparel,Topwear,Shirts\nb,Apparel,Topwear,\nc,Footwear,,Sandals\nd,,,\n")
+    catalogue = load_catalogue(path, text_cols=["title"], label_col="master, sub,article")
+    assert catalogue.labels == ["Apparel >> Topwear >> Shirts", "Apparel >> Topwear", "Footwear", None]
+    assert catalogue.label_col == "master,sub,article"
+    assert load_catalogue(path, text_cols=["title"], label_col="master,sub,article", label_level=2).labels == [
+        "Topwear", "Topwear", None, None]
+    with pytest.raises(InputError, match="no label column 'artcle'.*did you mean 'article'"):
+        load_catalogue(path, text_cols=["title"], label_col="master,sub,artcle")
+    with pytest.raises(InputError, match="--label-level 4 but only 3 label columns"):
+        load_catalogue(path, text_cols=["title"], label_col="master,sub,article", label_level=4)
 
 
 def test_duplicates_and_dedup_groups(tmp_path: Path):

@@ -87,8 +87,10 @@ def pricerunner_like(rows: int = 120, seed: int = 2) -> pd.DataFrame:
 
 def test_flipkart_like_frame():
     guess = guess_columns(flipkart_like())
-    assert guess == ColumnGuess(text=["product_name", "description"], label="product_category_tree", label_level=1,
-                                image="image", id="uniq_id")
+    assert guess == ColumnGuess(text=["product_name", "description"], label="product_category_tree",
+                                label_depth=guess.label_depth, image="image", id="uniq_id")
+    # the tree is learned down to its last level of categories, not to the product names at its end
+    assert guess.label_depth == 2  # "Category >> Sub i": level 3 is each product's own name
 
 
 def test_myntra_like_frame_takes_the_coarsest_category():
@@ -152,8 +154,10 @@ def test_the_shared_samples(name, path):
         pytest.skip(f"shared sample {path} absent")
     guess = guess_columns(read_csv(DATA / path))
     expected = {
-        "flipkart": ColumnGuess(["product_name", "description"], "product_category_tree", 1, "image", "uniq_id"),
-        "myntra": ColumnGuess(["productDisplayName"], "masterCategory", None, None, "id"),
-        "pricerunner": ColumnGuess(["Product Title"], "Category Label", None, None, "Product ID"),
+        # Flipkart's trees are learned to level 3: level 4 on is each product's own name
+        "flipkart": ColumnGuess(["product_name", "description"], "product_category_tree", label_depth=3,
+                                image="image", id="uniq_id"),
+        "myntra": ColumnGuess(["productDisplayName"], "masterCategory", id="id"),
+        "pricerunner": ColumnGuess(["Product Title"], "Category Label", id="Product ID"),
     }[name]
     assert guess == expected

@@ -1,0 +1,132 @@
+"""Category trees through the command line, as other programs drive it: `train` on one
+column per level, `predict` with the path columns and `--min-confidence`, `evaluate` per
+level — and a bundle saved before trees existed still loads and predicts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+from helpers.catalogues import BRANDS, CLASS_SPECS, FILLER
+from helpers.cli import run_cli
+
+# article -> (master, sub): two subtrees share a sub-level name ("Care"), which the model
+# must keep apart as "Fashion >> Care" and "Home >> Care"
+TREE = {"Watches": ("Fashion", "Accessories"), "Beauty": ("Fashion", "Care"), "Kitchen": ("Home", "Cooking"),
+        "Bedding": ("Home", "Care"), "Toys": ("Kids", "Play"), "Books": ("Kids", "Reading")}
+
+
+def _title(rng: random.Random, article: str) -> str:
+    words = CLASS_SPECS[article][0]
+    return " ".join(rng.sample(words, 3) + rng.sample(FILLER, 2) + [rng.choice(BRANDS)])
+
+
+def write_tree_csv(path: Path, n_per_leaf: int, seed: int, *, partial: int = 0, rare: bool = False) -> Path:
+    """master,sub,article columns; `partial` rows per leaf know only the top level; `rare`
+    adds a leaf seen once (it must back off to its parent)."""
+    rng = random.Random(seed)
+    rows = []
+    for article, (master, sub) in TREE.items():
+        rows += [[_title(rng, article), master, sub, article] for _ in range(n_per_leaf)]
+        rows += [[_title(rng, article), master, "", ""] for _ in range(partial)]
+    if rare:
+        rows.append([_title(rng, "Kitchen") + " teapot", "Home", "Cooking", "Teapots"])
+    rng.shuffle(rows)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["title", "master", "sub", "article"])
+        writer.writerows(rows)
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+LABELS = ["--text-cols", "title", "--label-col", "master, sub ,article"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tree")
+    home = work / "home"
+    data = write_tree_csv(work / "train.csv", n_per_leaf=14, seed=1, partial=2, rare=True)
+    proc = run_cli(home, "train", "--data", data, *LABELS, "--out", work / "model", "--folds", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return {"home": home, "work": work, "model": work / "model", "summary": json.loads(proc.stdout)}
+
+
+def test_train_learns_every_level_and_reports_each(trained):
+    model = trained["model"]
+    tree = json.loads((model / "tree.json").read_text())
+    assert tree["levels"][0] == ["Fashion", "Home", "Kids"]
+    assert "Fashion >> Care" in tree["levels"][1] and "Home >> Care" in tree["levels"][1]
+    # the leaf seen once backed off: no such path, and its parent is where it stops
+    assert not any("Teapots" in label for label in tree["labels"])
+    assert "Home >> Cooking" in tree["levels"][2]  # level 3's "stops at Cooking" class
+    levels = trained["summary"]["validation"]["levels"]
+    assert set(levels) == {"level_1", "level_2", "level_3"}
+    assert levels["level_1"]["accuracy"] >= 0.9 and levels["level_3"]["accuracy"] >= 0.8
+    metadata = json.loads((model / "metadata.json").read_text())
+    assert metadata["tree"]["depth"] == 3 and metadata["rows"]["partial_paths"] > 0
+
+
+def test_predict_writes_valid_paths_levels_and_stops_at_min_confidence(trained):
+    work = trained["work"]
+    new = write_tree_csv(work / "new.csv", n_per_leaf=4, seed=7)
+    labels = json.loads((trained["model"] / "labels.json").read_text())
+    out, cut = work / "pred.csv", work / "pred_cut.csv"
+    for path, extra in ((out, ["--probabilities"]), (cut, ["--min-confidence", "0.9"])):
+        proc = run_cli(trained["home"], "predict", "--model", trained["model"], "--data", new, "--text-cols", "title",
+                       "--out", path, "--quiet", *extra)
+        assert proc.returncode == 0, proc.stderr
+    rows, cut_rows = read_rows(out), read_rows(cut)
+    right = 0
+    for row, cut_row in zip(rows, cut_rows):
+        path = row["predicted_path"]
+        assert path in labels  # never a combination of levels that does not exist
+        names = [row[f"predicted_level_{k}"] for k in (1, 2, 3)]
+        assert " >> ".join(n for n in names if n) == path
+        assert row["predicted_label"] == [n for n in names if n][-1]
+        confs = [float(row[f"confidence_level_{k}"]) for k in (1, 2, 3) if row[f"confidence_level_{k}"]]
+        assert confs == sorted(confs, reverse=True)  # a level is never surer than its parent
+        assert abs(float(row["confidence"]) - float(row[f"p:{path}"])) < 1e-5  # the whole path's probability
+        assert abs(sum(float(row[f"p:{label}"]) for label in labels) - 1) < 1e-3
+        kept = [n for n, c in zip(names, confs) if c >= 0.9]
+        assert cut_row["predicted_path"] == " >> ".join(kept)  # stopped at the deepest level >= P
+        assert [cut_row[f"predicted_level_{k}"] for k in (1, 2, 3)] == names  # the level columns stay full
+        right += path == " >> ".join([*TREE[row["article"]], row["article"]])
+    assert right / len(rows) >= 0.8
+    assert any(len(r["predicted_path"].split(" >> ")) < 3 for r in cut_rows) or all(
+        float(r["confidence_level_3"]) >= 0.9 for r in rows)
+
+
+def test_evaluate_reports_levels_hierarchy_and_no_invalid_paths(trained):
+    work = trained["work"]
+    test = write_tree_csv(work / "test.csv", n_per_leaf=4, seed=9, partial=1)
+    proc = run_cli(trained["home"], "evaluate", "--model", trained["model"], "--data", test, *LABELS, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)["tree"]
+    fused = report["fused"]
+    assert set(fused["levels"]) == {"level_1", "level_2", "level_3"}
+    assert fused["levels"]["level_1"]["n"] == 6 * 5  # partial rows count at the levels they have
+    assert fused["levels"]["level_3"]["n"] == 6 * 4
+    assert fused["levels"]["level_1"]["accuracy"] >= 0.9
+    assert fused["invalid_path_share"] == 0
+    assert 0.8 <= fused["hierarchical"]["f1"] <= 1
+    assert set(report) >= {"fused", "text", "image"}
+
+
+def test_bad_tree_flags_are_one_line_errors(trained, tmp_path):
+    data = write_tree_csv(tmp_path / "t.csv", n_per_leaf=3, seed=2)
+    for flags, message in ((["--label-level", "1", "--label-depth", "2"], "not both"),
+                           (["--label-depth", "0"], "--label-depth must be 1 or more")):
+        proc = run_cli(trained["home"], "train", "--data", data, *LABELS, "--out", tmp_path / "m", *flags)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(trained["home"], "predict", "--model", trained["model"], "--data", data, "--text-cols", "title",
+                   "--out", tmp_path / "p.csv", "--min-confidence", "1.5")
+    assert proc.returncode == 2 and "--min-confidence must be between 0 and 1" in proc.stderr
