@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.studio.batch import StagedUpload, discard_upload, open_folder_csv, server_csvs, stage_upload
-from core.studio.compare import compare, promote
+from core.studio.compare import compare, promote, top_confusions
 from core.studio.jobs import Job, latest_job
 from core.studio.label_check import start_suspects_job
 from core.studio.labels import CatalogueMapping, import_staged, label_conflicts, labelled_products
@@ -24,8 +24,9 @@ from pages._ui.session import require_page, store
 from pages._ui.widgets import friendly_errors, percent
 
 NONE = "(none)"
-IMPORT_MAPPING_KEYS = ("import_text_cols", "import_label_col", "import_level", "import_image_col", "import_id_col",
-                       "import_name")
+IMPORT_MAPPING_KEYS = ("import_text_cols", "import_label_col", "import_level", "import_depth", "import_image_col",
+                       "import_id_col", "import_name")
+MAX_HEATMAP_CLASSES = 25  # more classes: the top confusions as a list instead of a heatmap
 FAILED_SHOWN_MINUTES = 60  # a failed job nobody here watched: an error this long, then a quiet line
 
 user = require_page("models")
@@ -44,11 +45,26 @@ else:
     b.metric("Accuracy (validation)", percent(fused.get("accuracy")))
     c.metric("Macro-F1 (validation)", percent(fused.get("macro_f1")))
     d.metric("Validation rows", f"{fused.get('n', 0):,}")
+    levels = ((live.metadata.metrics.get("validation") or {}).get("tree") or {}).get("fused", {}).get("levels")
+    if levels:  # a category tree: how good each level is, and whether its confidences are honest
+        st.dataframe([{"level": int(name.split("_")[1]), "classes": (live.metadata.tree or {}).get(
+                           "classes_per_level", [None] * 9)[int(name.split("_")[1]) - 1],
+                       "accuracy": m.get("accuracy"), "macro-F1": m.get("macro_f1"),
+                       "calibration error (ECE)": (m.get("calibration") or {}).get("ece"), "rows": m.get("n")}
+                      for name, m in levels.items()], hide_index=True, key="models_levels",
+                     column_config={c: st.column_config.NumberColumn(format="percent")
+                                    for c in ("accuracy", "macro-F1", "calibration error (ECE)")})
     f1_col, cm_col = st.columns(2)
     f1_col.plotly_chart(charts.per_class_f1_bars(fused.get("per_class_f1", {})), key="models_f1")
     matrix = fused.get("confusion_matrix", {})
-    cm_col.plotly_chart(charts.confusion_heatmap(matrix.get("labels", []), matrix.get("matrix", []),
-                                                 title="Confusion (validation)"), key="models_confusion")
+    if len(matrix.get("labels", [])) > MAX_HEATMAP_CLASSES:  # a 142×142 heatmap is unreadable: list the worst
+        cm_col.markdown("**Top confusions (validation)**")
+        cm_col.dataframe(top_confusions(matrix), hide_index=True, key="models_top_confusions",
+                         column_config={"share": st.column_config.NumberColumn("share of the true class",
+                                                                               format="percent")})
+    else:
+        cm_col.plotly_chart(charts.confusion_heatmap(matrix.get("labels", []), matrix.get("matrix", []),
+                                                     title="Confusion (validation)"), key="models_confusion")
     history = live.metadata.history or {}
     if history:
         st.plotly_chart(charts.training_curves(history, title="Training curves of the live version"),
@@ -170,8 +186,15 @@ if staged is not None:
         text_cols = st.multiselect("Text columns", columns, default=guess.text, key="import_text_cols")
         label_col = st.selectbox("Label column", columns, key="import_label_col", placeholder="Choose the label column",
                                  index=columns.index(guess.label) if guess.label else None)
-        level = st.number_input("Category tree level (0 = the whole value)", 0, 10, guess.label_level or 0,
-                                key="import_level")
+        level_col, depth_col = st.columns(2)
+        level = level_col.number_input("One level of the category tree (0 = learn the tree)", 0, 10,
+                                       guess.label_level or 0, key="import_level",
+                                       help="For labels like “Home >> Bed Linen >> Bedsheets”: 0 keeps the whole "
+                                            "path and the model learns every level; N keeps level N only (flat).")
+        depth = depth_col.number_input("Tree depth to learn (0 = every level)", 0, 10, guess.label_depth or 0,
+                                       key="import_depth",
+                                       help="Paths are cut to this many levels. The guess stops where the tree's "
+                                            "nodes become single products (e.g. Flipkart's product names).")
         image_col = st.selectbox("Image column", [NONE] + columns, key="import_image_col",
                                  index=columns.index(guess.image) + 1 if guess.image else 0)
         id_col = st.selectbox("Id column (re-imports update the products with the same id)", [NONE] + columns,
@@ -181,7 +204,8 @@ if staged is not None:
     if go:
         bar = st.progress(0.0, text="Reading the catalogue…")
         mapping = CatalogueMapping(text_cols, label_col, int(level) or None, None if image_col == NONE else image_col,
-                                   None if id_col == NONE else id_col)
+                                   None if id_col == NONE else id_col,
+                                   label_depth=None if int(level) else (int(depth) or None))
         restage = (lambda: stage_upload(csv_file.getvalue(), csv_file.name, zip_file.getvalue() if zip_file else None)
                    ) if csv_file is not None else None
         with friendly_errors("Import failed, nothing was added: "):

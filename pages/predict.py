@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.common.category_path import category_choices
 from core.studio.review_queue import LOW_CONFIDENCE, record_feedback
 from core.studio.scoring import score_product
 from pages._ui import charts
@@ -50,7 +51,15 @@ if prediction.disagree:
     st.warning(f"The description says **{prediction.text_label}** but the photo looks like "
                f"**{prediction.image_label}** ({percent(image_sure)} sure). The combined confidence above does not "
                "settle that: check this product before trusting the category.", icon=":material/warning:")
-st.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
+if prediction.depth > 1:  # a category tree: the path level by level, and where the rest of the mass went
+    levels = [(name, conf) for name, conf in prediction.levels() if name]
+    for column, (k, (name, conf)) in zip(st.columns(prediction.depth), enumerate(levels, start=1)):
+        column.metric(f"Level {k}", name, honest_percent(conf), delta_color="off")
+    bars_col, tree_col = st.columns(2)
+    bars_col.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
+    tree_col.plotly_chart(charts.tree_sunburst(prediction), key="predict_tree")
+else:
+    st.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
 
 # -- why --------------------------------------------------------------------------------
 st.subheader("Why")
@@ -92,7 +101,7 @@ else:
             st.session_state["predict_feedback"] = (f"Sent to the reviewers: {prediction.label} looks right to you."
                                                     if feedback.suggestion else f"Saved: {prediction.label} confirmed.")
             st.rerun()
-    others = [label for label in labels if label != prediction.label]
+    others = [label for label in category_choices(labels) if label != prediction.label]
     right = correct_col.selectbox("No, the right category is", others, index=None,
                                   key=f"feedback_label_{result.product_id}", placeholder="Search a category…")
     if correct_col.button("Save correction" if user.can("review") else "Suggest this category",

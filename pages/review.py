@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.common.category_path import category_choices
 from core.common.errors import InputError, one_line
 from core.studio.auth import PermissionDenied
 from core.studio.review_queue import (
@@ -149,8 +150,8 @@ with friendly_errors():
                   icon=":material/auto_fix_high:", on_click=decide, args=(item, "correct", suggested))
 
     with st.form(f"correct_{pid}", border=True), st.container(key="correct_picker"):
-        others = ([label for label, _ in top if label != item.label]
-                  + sorted(set(item.labels) - {label for label, _ in top} - {item.label}))
+        ranked = [label for label, _ in top if label != item.label]
+        others = ranked + [c for c in category_choices(item.labels) if c not in ranked and c != item.label]
         st.selectbox("Correct to", others, index=None, placeholder="Press / and type to search…",
                      key=f"review_label_{pid}")
         st.text_input("Note (optional)", key=f"review_note_{pid}")

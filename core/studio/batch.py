@@ -298,7 +298,8 @@ def check_image_column(upload: StagedUpload, image_col: str) -> None:
 
 
 def load_staged(upload: StagedUpload, *, text_cols: list[str], image_col: str | None = None,
-                label_col: str | None = None, label_level: int | None = None, encoding: str = "utf-8",
+                label_col: str | None = None, label_level: int | None = None, label_depth: int | None = None,
+                encoding: str = "utf-8",
                 require_labels: bool = False) -> Catalogue:
     """The staged CSV as a Catalogue; photos must stay inside the upload's folder."""
     if not text_cols and not image_col:
@@ -307,6 +308,7 @@ def load_staged(upload: StagedUpload, *, text_cols: list[str], image_col: str | 
         check_image_column(upload, image_col)
     return load_catalogue(upload.csv_path, text_cols=text_cols, image_col=image_col,
                           image_dir=upload.image_dir_for(image_col), label_col=label_col, label_level=label_level,
+                          label_depth=label_depth,
                           encoding=encoding, require_labels=require_labels, confine_images=upload.confined)
 
 

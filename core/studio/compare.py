@@ -19,7 +19,7 @@ from core.studio.auth import User, require_current
 from core.studio.labels import as_catalogue, labelled_products
 from core.studio.registry import activate, get_model
 from core.studio.store import Store
-from core.training.metrics import classification_metrics
+from core.training.metrics import classification_metrics, top_confusions  # noqa: F401  (top_confusions: for the Models page)
 
 DEFAULT_TOLERANCE = 0.01  # macro-F1
 

@@ -72,6 +72,7 @@ class CatalogueMapping:
     label_level: int | None = None
     image_col: str | None = None
     id_col: str | None = None
+    label_depth: int | None = None  # a category tree: learned down to this level (None: all of it)
 
 
 def import_staged(store: Store, user: User, staged: StagedUpload, mapping: CatalogueMapping, name: str, *,
@@ -86,7 +87,8 @@ def import_staged(store: Store, user: User, staged: StagedUpload, mapping: Catal
         staged = restage()
     try:
         catalogue = load_staged(staged, text_cols=mapping.text_cols, label_col=mapping.label_col,
-                                label_level=mapping.label_level, image_col=mapping.image_col, require_labels=True)
+                                label_level=mapping.label_level, label_depth=mapping.label_depth,
+                                image_col=mapping.image_col, require_labels=True)
         summary = import_catalogue(store, user, catalogue, name, on_progress, id_col=mapping.id_col)
     finally:
         discard_upload(staged)  # photos are stored by now

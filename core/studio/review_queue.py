@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.common.category_path import category_choices
 from core.common.errors import InputError
 from core.studio.auth import User, require, require_current
 from core.studio.store import (DECISIONS, DECISIONS_SQL, SETTLING, SETTLING_SQL, SUGGEST, Store, from_json,
@@ -243,7 +244,7 @@ def insert_decision(db, user: User, product_id: int, decision: str, *, new_label
         new_label = (new_label or "").strip()
         if not new_label:
             raise InputError("pick the right category to correct the label")
-        if new_label not in known:
+        if new_label not in category_choices(known):
             raise InputError(f"'{new_label}' is not a category of this model")
     elif decision in ("accept", SUGGEST):
         new_label = old_label
@@ -392,12 +393,13 @@ def change_decision(store: Store, user: User, review_id: int, decision: str, *, 
 
 def categories_of(store: Store, product_id: int) -> list[str]:
     """The categories a decision on this product may name: its latest prediction's classes,
-    or for a catalogue item every label known to the database."""
+    or for a catalogue item every label known to the database — with every node above
+    them, so a partial path ("Apparel" for "Apparel >> Topwear >> Shirts") can be saved."""
     with store.read() as db:
         row = db.execute("SELECT labels FROM predictions WHERE product_id = ? ORDER BY id DESC LIMIT 1",
                          [product_id]).fetchone()
         labels = row[0] if row else _catalogue_label(db, product_id)["labels"]
-    return sorted(from_json(labels))
+    return category_choices(from_json(labels))
 
 
 def my_decisions(store: Store, user: User, *, search: str = "", decision: str | None = None,

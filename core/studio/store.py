@@ -256,10 +256,26 @@ def _v8_job_work(db: sqlite_utils.Database) -> None:
     db["jobs"].add_column("work", str)
 
 
+def _v9_category_paths(db: sqlite_utils.Database) -> None:
+    """Labels are whole category paths in one canonical form ("A >> B >> C"): a tree label
+    stored raw before trees were learned ('["A >> B >> C >> …"]', Flipkart's form) becomes
+    that path, so retraining learns the tree; flat labels are left exactly as they were."""
+    from core.common.category_path import TREE_SEP, normalise_path
+
+    for table, columns in (("products", ("true_label",)), ("reviews", ("old_label", "new_label"))):
+        for column in columns:
+            rows = db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} LIKE ?",
+                              [f"%{TREE_SEP}%"]).fetchall()
+            for (value,) in rows:
+                canonical = normalise_path(value)
+                if canonical and canonical != value:
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [canonical, value])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
                                                               _v4_trustworthy_labels, _v5_suspect_opinions,
                                                               _v6_login_attempts, _v7_registry_and_jobs,
-                                                              _v8_job_work]
+                                                              _v8_job_work, _v9_category_paths]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -90,6 +90,26 @@ def probability_bars(prediction: "Prediction | None", k: int = 5) -> go.Figure:
     return fig.update_layout(margin_r=50)  # room for a ">99%" label outside its bar
 
 
+def tree_sunburst(prediction: "Prediction | None", min_share: float = 0.005) -> go.Figure:
+    """Where the probability mass sits in the category tree: a ring per level, each node
+    as wide as the chance that the product belongs under it. Paths under `min_share`
+    are left out (their mass still counts in their parents' share of the circle)."""
+    if prediction is None or prediction.fused is None:
+        return empty_figure("Probability over the category tree")
+    mass: dict[tuple[str, ...], float] = {}
+    for label, p in zip(prediction.labels, np.asarray(prediction.fused, float)):
+        parts = tuple(part.strip() for part in label.split(">>"))
+        for k in range(1, len(parts) + 1):
+            mass[parts[:k]] = mass.get(parts[:k], 0.0) + float(p)
+    nodes = sorted((n for n, v in mass.items() if v >= min_share), key=len)
+    fig = go.Figure(go.Sunburst(
+        ids=[" >> ".join(n) for n in nodes], labels=[n[-1] for n in nodes],
+        parents=[" >> ".join(n[:-1]) for n in nodes], values=[mass[n] for n in nodes], branchvalues="remainder",
+        hovertemplate="%{id}<br>%{value:.1%}<extra></extra>", insidetextorientation="radial",
+        marker=dict(colors=[mass[n] for n in nodes], colorscale="Blues", cmin=0, cmax=1)))
+    return _layout(fig, "Probability over the category tree", height=380)
+
+
 def _fit(image: Image.Image, side: int) -> Image.Image:
     scale = side / max(image.size)
     if scale >= 1:

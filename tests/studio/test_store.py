@@ -351,6 +351,36 @@ def test_v4_backfills_content_keys_and_the_settled_view_skips_undone_decisions(t
         "label": "A", "label_source": "reviewer"}
 
 
+def test_v9_turns_raw_tree_labels_into_paths_and_leaves_flat_labels_alone(tmp_path):
+    """A schema-8 database holding Flipkart's raw tree strings (imported before trees were
+    learned) next to flat labels: after v9 the trees are canonical paths, flat labels and
+    the decisions on them are unchanged, and the effective label reads the path."""
+    path = tmp_path / "old.db"
+    db = core.studio.store.sqlite_utils.Database(sqlite3.connect(path))
+    for migration in MIGRATIONS[:8]:
+        migration(db)
+    db.execute("PRAGMA user_version = 8")
+    raw = '["Home Furnishing >>  Bed Linen >> Bedsheets"]'
+    db["products"].insert_all([{"id": 1, "text": "sheet", "source": "x", "true_label": raw},
+                               {"id": 2, "text": "watch", "source": "x", "true_label": "Watches"},
+                               {"id": 3, "text": "mug", "source": "x", "true_label": raw}])
+    db["reviews"].insert({"id": 1, "product_id": 2, "reviewer": "a", "decision": "correct",
+                          "old_label": "Watches", "new_label": "Wearables >> Watches"})
+    db["reviews"].insert({"id": 2, "product_id": 3, "reviewer": "a", "decision": "correct",
+                          "old_label": raw, "new_label": "['Home >> Mugs']"})
+    db.conn.commit()
+    db.close()
+    forget_migrated(path)
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION >= 9
+    assert [r["true_label"] for r in store.query("SELECT true_label FROM products ORDER BY id")] == [
+        "Home Furnishing >> Bed Linen >> Bedsheets", "Watches", "Home Furnishing >> Bed Linen >> Bedsheets"]
+    assert [(r["old_label"], r["new_label"]) for r in store.query("SELECT * FROM reviews ORDER BY id")] == [
+        ("Watches", "Wearables >> Watches"), ("Home Furnishing >> Bed Linen >> Bedsheets", "Home >> Mugs")]
+    labels = {r["product_id"]: r["label"] for r in store.query("SELECT product_id, label FROM effective_labels")}
+    assert labels == {1: "Home Furnishing >> Bed Linen >> Bedsheets", 2: "Wearables >> Watches", 3: "Home >> Mugs"}
+
+
 def test_settled_decision_is_the_settled_views_row_for_one_product(store):
     """The per-product lookup review_queue uses (fast, through the product index) gives
     the same row as the `settled` view, whatever mix of decisions, skips, suggestions and
