@@ -30,7 +30,7 @@ import numpy as np
 
 from core.common.category_path import join_path, path_parts
 
-MIN_ROWS = 3  # a node with fewer training rows backs off to its parent
+MIN_ROWS = 2  # a node with fewer training rows backs off to its parent (see CategoryTree.from_paths)
 EPS = 1e-7
 
 
@@ -67,7 +67,13 @@ class CategoryTree:
     # -- building ------------------------------------------------------------------------
     @classmethod
     def from_paths(cls, paths: Sequence[str], *, min_rows: int = MIN_ROWS) -> "CategoryTree":
-        """The tree of the training rows' paths, rare nodes backed off (see the module)."""
+        """The tree of the training rows' paths, rare nodes backed off (see the module).
+
+        min_rows=2 (a node seen once backs off) was measured against 1 and 3 on Myntra's
+        3-level tree (bench/bench_tree.py split, level-3 macro-F1 / level-1 macro-F1):
+        1: 0.850 / 0.818, 2: 0.835 / 0.833, 3: 0.812 / 0.833 — the reference TF-IDF +
+        LinearSVC: 0.833 / 0.833. Backing off twice-seen leaves as well gives up every
+        rare class the baseline still gets right; keeping singletons costs the top level."""
         targets, labels = _targets(paths, min_rows)
         complete = sorted({label for label in labels if label is not None})
         if not complete:

@@ -130,3 +130,18 @@ def test_bad_tree_flags_are_one_line_errors(trained, tmp_path):
     proc = run_cli(trained["home"], "predict", "--model", trained["model"], "--data", data, "--text-cols", "title",
                    "--out", tmp_path / "p.csv", "--min-confidence", "1.5")
     assert proc.returncode == 2 and "--min-confidence must be between 0 and 1" in proc.stderr
+
+
+def test_an_old_flat_bundle_predicts_with_todays_columns(trained, tmp_path):
+    """A bundle from before trees (tests/fixtures) through `predict`: the flat output, unchanged."""
+    import shutil
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    shutil.copytree(fixtures / "flat_bundle_v1", tmp_path / "old")
+    out = tmp_path / "old.csv"
+    proc = run_cli(trained["home"], "predict", "--model", tmp_path / "old", "--data",
+                   fixtures / "flat_bundle_v1_train.csv", "--text-cols", "title", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out)
+    assert list(rows[0]) == ["title", "category", "predicted_label", "confidence", "text_label", "image_label"]
+    assert sum(r["predicted_label"] == r["category"] for r in rows) >= 0.9 * len(rows)
