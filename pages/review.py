@@ -18,12 +18,14 @@ from core.studio.review_queue import (
     SUSPECTS,
     DecisionConflict,
     claim_next,
+    level_order,
     pending_count,
     record_review,
     release,
     suspects_ran,
     undo_last,
 )
+from core.studio.registry import live_model
 from pages._ui.model import live_classifier
 from pages._ui.session import require_page, store
 from pages._ui.widgets import focus_key, friendly_errors, percent, show_explanation
@@ -31,8 +33,17 @@ from pages._ui.widgets import focus_key, friendly_errors, percent, show_explanat
 user = require_page("review")
 st.title("Review queue")
 
-order = st.segmented_control("Order", list(ORDER_LABELS), format_func=ORDER_LABELS.get, default=DEFAULT_ORDER,
-                             key="queue_order") or DEFAULT_ORDER
+order_col, level_col = st.columns([4, 1], vertical_alignment="bottom")
+order = order_col.segmented_control("Order", list(ORDER_LABELS), format_func=ORDER_LABELS.get,
+                                    default=DEFAULT_ORDER, key="queue_order") or DEFAULT_ORDER
+live = live_model(store())
+depth = int(((live.metadata.tree if live is not None else None) or {}).get("depth") or 1)
+if order == "least_confidence" and depth > 1:  # a category tree: least confident at which level?
+    level = level_col.selectbox("At level", ["whole path", *range(1, depth + 1)], key="queue_level",
+                                help="Order by the confidence of one level of the predicted path: level 1 "
+                                     "finds the products whose department itself is in doubt.")
+    if level != "whole path":
+        order = level_order(int(level))
 if st.session_state.get("queue_order_shown", order) != order:
     release(store(), user)  # another order: give the current item back, show that order's first
 st.session_state["queue_order_shown"] = order

@@ -136,9 +136,31 @@ def _suspect_item(row: dict, expires_at: float) -> QueueItem:
         extra={"suspect_score": row["score"], "suggested_label": row["suggested_label"]})
 
 
+LEVEL_ORDER = "least_confidence@"  # + a tree level: "least_confidence@2" orders by level 2's confidence
+
+
+def level_order(level: int) -> str:
+    """The queue order "least confident at this level of the category tree"."""
+    return f"{LEVEL_ORDER}{int(level)}"
+
+
+def _order_sql(order: str) -> str:
+    """ORDERS[order], or for a level order the stored confidence of that level (a flat
+    model's rows, which have none, fall back to their confidence)."""
+    if order.startswith(LEVEL_ORDER):
+        k = int(order[len(LEVEL_ORDER):]) - 1
+        return (f"COALESCE(json_extract(p.level_confidences, '$[{k}]'), p.confidence) ASC, "
+                "p.confidence ASC, p.id ASC")
+    return ORDERS[order]
+
+
 def _check_order(order: str) -> None:
+    level = order[len(LEVEL_ORDER):] if order.startswith(LEVEL_ORDER) else None
+    if level is not None and level.isdigit() and 1 <= int(level) <= 9:
+        return
     if order != SUSPECTS and order not in ORDERS:
-        raise InputError(f"unknown queue order '{order}'; choose one of {', '.join([*ORDERS, SUSPECTS])}")
+        raise InputError(f"unknown queue order '{order}'; choose one of {', '.join([*ORDERS, SUSPECTS])} "
+                         f"or {LEVEL_ORDER}N (N: a category tree level)")
 
 
 def pending_count(store: Store, user: User | None = None, order: str = DEFAULT_ORDER) -> int:
@@ -172,7 +194,7 @@ def claim_next(store: Store, user: User, order: str = DEFAULT_ORDER, *, ttl: flo
         key = "p.product_id"
         skipped = _SKIPPED.format(key=key, since="")
         columns, pending, order_by, build = (f"p.*, pr.text, pr.image_hash, pr.source, {skipped} AS skipped",
-                                             _PENDING, ORDERS[order], _item)
+                                             _PENDING, _order_sql(order), _item)
     now = time.time()
     params = {"user": user.username, "now": now}
     with store.transaction() as db:

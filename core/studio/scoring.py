@@ -60,6 +60,8 @@ def prediction_row(product_id: int, prediction: Prediction, latency_ms: float | 
         "text_label": prediction.text_label, "image_label": prediction.image_label,
         "disagree": int(both and prediction.disagree), "latency_ms": None if latency_ms is None else round(latency_ms, 2),
         "user": user, "created_at": utc_now(),
+        "level_confidences": to_json([None if c is None else round(c, 6) for _, c in prediction.levels()])
+        if prediction.depth > 1 else None,
     }
 
 

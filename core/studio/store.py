@@ -259,9 +259,12 @@ def _v8_job_work(db: sqlite_utils.Database) -> None:
 def _v9_category_paths(db: sqlite_utils.Database) -> None:
     """Labels are whole category paths in one canonical form ("A >> B >> C"): a tree label
     stored raw before trees were learned ('["A >> B >> C >> …"]', Flipkart's form) becomes
-    that path, so retraining learns the tree; flat labels are left exactly as they were."""
+    that path, so retraining learns the tree; flat labels are left exactly as they were.
+    A prediction keeps each level's confidence (a JSON list; NULL for flat models and
+    older rows), which the review queue can order by."""
     from core.common.category_path import TREE_SEP, normalise_path
 
+    db["predictions"].add_column("level_confidences", str)
     for table, columns in (("products", ("true_label",)), ("reviews", ("old_label", "new_label"))):
         for column in columns:
             rows = db.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} LIKE ?",

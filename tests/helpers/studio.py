@@ -39,9 +39,12 @@ def make_prediction(fused: Sequence[float], *, text: Sequence[float] | None = No
                     image: Sequence[float] | None = None, labels: Sequence[str] = LABELS,
                     version: str = "v-test"):
     from core.models.classifier import Prediction
+    from core.models.tree import CategoryTree
 
     as_array = lambda p: None if p is None else np.asarray(p, dtype=float)  # noqa: E731
-    return Prediction(list(labels), as_array(fused), as_array(text), as_array(image), version)
+    tree = CategoryTree.from_paths(list(labels), min_rows=1) if any(">>" in label for label in labels) else None
+    assert tree is None or tree.labels == list(labels), "tree labels must be given sorted"
+    return Prediction(list(labels), as_array(fused), as_array(text), as_array(image), version, tree)
 
 
 def add_predicted_product(store, fused: Sequence[float], *, text_probs=None, image_probs=None,

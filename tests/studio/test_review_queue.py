@@ -3,6 +3,7 @@ on one item, expiry), skip / accept / correct, feedback, and concurrent reviewer
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -75,6 +76,27 @@ def test_the_hand_made_predictions_are_what_the_orders_see(store, products):
 @pytest.mark.parametrize("order", list(ORDERS))
 def test_queue_orders(store, users, products, order):
     assert order_of(store, users["rev1"], order) == EXPECTED[order]
+
+
+@pytest.mark.parametrize("level, expected", [(None, "PRQ"), (1, "RQP"), (2, "PRQ")])
+def test_a_tree_model_s_queue_orders_by_the_confidence_of_a_chosen_level(store, users, level, expected):
+    """P is unsure of its leaf but sure of its department (Home 0.90); R is the reverse
+    story at level 1 (Home 0.60): the whole-path order and the level-1 order disagree."""
+    from core.studio.review_queue import level_order
+
+    labels = ["Home >> Bath", "Home >> Bed", "Toys >> Puzzles"]
+    fused = {"P": [0.45, 0.45, 0.10], "Q": [0.10, 0.05, 0.85], "R": [0.60, 0.00, 0.40]}
+    for name, probs in fused.items():
+        add_predicted_product(store, probs, labels=labels, text=f"product {name}")
+    stored = [json.loads(r["level_confidences"]) for r in store.query("SELECT * FROM predictions ORDER BY id")]
+    assert stored == [[0.9, 0.45], [0.85, 0.85], [0.6, 0.6]]
+    order = "least_confidence" if level is None else level_order(level)
+    assert order_of(store, users["rev1"], order) == expected
+
+
+def test_a_bad_level_order_is_an_input_error(store, users):
+    with pytest.raises(InputError, match="unknown queue order"):
+        pending_count(store, users["rev1"], "least_confidence@x")
 
 
 def test_every_order_is_tested():
