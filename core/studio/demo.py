@@ -19,9 +19,13 @@ def demo_model_dir() -> Path:
     return get_settings().models_dir / DEMO_MODEL_NAME
 
 
+DEMO_DEPTH = 3  # Flipkart's tree: 7 > 60 > 211 categories, then product names
+
+
 def load_demo_catalogue(data_dir: Path | None = None, *, progress: bool = False):
-    """The Flipkart-shaped demo catalogue (products.csv + images/), category = level 1 of
-    the category tree. The one place that knows its columns."""
+    """The Flipkart-shaped demo catalogue (products.csv + images/), category = the first
+    three levels of its category tree (below them, each node is one product's name). The
+    one place that knows its columns."""
     from core.common.errors import InputError
     from core.data.catalogue import load_catalogue
 
@@ -31,7 +35,7 @@ def load_demo_catalogue(data_dir: Path | None = None, *, progress: bool = False)
         raise InputError(f"no demo catalogue at {csv}; set STUDIO_DEMO_DATA to a folder with products.csv "
                          "and images/, or train your own with `python -m core train …`")
     return load_catalogue(csv, text_cols=["product_name", "description"], label_col="product_category_tree",
-                          label_level=1, image_col="image", image_dir=data_dir / "images",
+                          label_depth=DEMO_DEPTH, image_col="image", image_dir=data_dir / "images",
                           require_labels=True, progress=progress)
 
 

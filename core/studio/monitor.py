@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
+from core.common.category_path import prefix
 from core.studio.store import LABELLING_SQL, Store
 
 BOTH_MODELS = "p.text_probs IS NOT NULL AND p.text_probs != 'null' " \
@@ -73,27 +74,45 @@ def confidence_values(store: Store, days: int | None = 30) -> pd.DataFrame:
     return _frame(rows, {"confidence": "float64", "label": "str", "model_version": "str"})
 
 
-def correction_rate_per_class(store: Store) -> pd.DataFrame:
-    """label (the predicted class), reviewed, corrected, rate: of the accept/correct
-    reviews of each predicted class, how many ended on another class."""
-    rows = store.query(f"""
-        SELECT r.old_label AS label, count(*) AS reviewed,
-               sum({FINAL_LABEL} != r.old_label) AS corrected
+def at_level(label: str | None, level: int | None) -> str | None:
+    """A label read at one level of the category tree: its path cut to `level` levels (a
+    path that stops above stays as it is; a flat label is its own level 1)."""
+    if label is None or level is None:
+        return label
+    return prefix(label, level) or label
+
+
+def _pairs(store: Store) -> list[dict]:
+    """(predicted, final, n) over accept/correct reviews: what a reviewer was shown, what it ended as."""
+    return store.query(f"""
+        SELECT r.old_label AS predicted, {FINAL_LABEL} AS final, count(*) AS n
         FROM live_reviews r WHERE r.decision IN {LABELLING_SQL} AND r.old_label IS NOT NULL
-        GROUP BY r.old_label ORDER BY r.old_label""")
-    frame = _frame(rows, {"label": "str", "reviewed": "int64", "corrected": "int64"})
+        GROUP BY predicted, final""")
+
+
+def correction_rate_per_class(store: Store, level: int | None = None) -> pd.DataFrame:
+    """label (the predicted class), reviewed, corrected, rate: of the accept/correct
+    reviews of each predicted class, how many ended on another class. At a tree `level`,
+    classes are that level's nodes, and a correction within the node is no correction there."""
+    counts: dict[str, list[int]] = {}
+    for row in _pairs(store):
+        label, final = at_level(row["predicted"], level), at_level(row["final"], level)
+        entry = counts.setdefault(label, [0, 0])
+        entry[0] += int(row["n"])
+        entry[1] += int(row["n"]) * (final != label)
+    frame = _frame([{"label": k, "reviewed": v[0], "corrected": v[1]} for k, v in sorted(counts.items())],
+                   {"label": "str", "reviewed": "int64", "corrected": "int64"})
     frame["rate"] = _rate(frame["corrected"], frame["reviewed"])
     return frame
 
 
-def predicted_vs_corrected(store: Store) -> tuple[list[str], list[list[int]]]:
+def predicted_vs_corrected(store: Store, level: int | None = None) -> tuple[list[str], list[list[int]]]:
     """(labels, matrix) over accept/correct reviews, in `classification_metrics`' layout:
     matrix[i][j] counts products whose final (reviewed) class is labels[i] and whose
-    predicted class was labels[j], so `charts.confusion_heatmap` draws it as is."""
-    rows = store.query(f"""
-        SELECT r.old_label AS predicted, {FINAL_LABEL} AS final, count(*) AS n
-        FROM live_reviews r WHERE r.decision IN {LABELLING_SQL} AND r.old_label IS NOT NULL
-        GROUP BY predicted, final""")
+    predicted class was labels[j], so `charts.confusion_heatmap` draws it as is; at a
+    tree `level`, over that level's nodes."""
+    rows = [{"predicted": at_level(r["predicted"], level), "final": at_level(r["final"], level), "n": r["n"]}
+            for r in _pairs(store)]
     labels = sorted({row["predicted"] for row in rows} | {row["final"] for row in rows})
     index = {label: i for i, label in enumerate(labels)}
     matrix = [[0] * len(labels) for _ in labels]
@@ -143,15 +162,22 @@ def summary(store: Store) -> dict:
             "correction_rate": ratio(row["corrections"], row["labelled_reviews"])}
 
 
-def class_distribution(store: Store, training_counts: dict[str, int] | None, days: int | None = 30) -> pd.DataFrame:
+def class_distribution(store: Store, training_counts: dict[str, int] | None, days: int | None = 30,
+                       level: int | None = None) -> pd.DataFrame:
     """label, predicted, predicted_share, training_share: each class's share of the
     predictions in the window beside its share of the training data (the model's
-    `per_class_train` counts), for every class in either; sorted by label."""
+    `per_class_train` counts), for every class in either (at a tree `level`: its nodes); sorted by label."""
     window, params = _window(days)
     rows = store.query(f"SELECT p.label, count(*) AS predicted FROM predictions p {_where(window)} "
                        "GROUP BY p.label", params)
-    predicted = {row["label"]: int(row["predicted"]) for row in rows}
-    training = {str(k): int(v) for k, v in (training_counts or {}).items()}
+    predicted: dict[str, int] = {}
+    for row in rows:
+        key = at_level(row["label"], level)
+        predicted[key] = predicted.get(key, 0) + int(row["predicted"])
+    training: dict[str, int] = {}
+    for k, v in (training_counts or {}).items():
+        key = at_level(str(k), level)
+        training[key] = training.get(key, 0) + int(v)
     n_pred, n_train = sum(predicted.values()), sum(training.values())
     out = [{"label": label, "predicted": predicted.get(label, 0),
             "predicted_share": predicted.get(label, 0) / n_pred if n_pred else 0.0,

@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 from helpers.catalogues import write_catalogue
 
+from core.common.category_path import normalise_path
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -66,7 +68,9 @@ def test_first_run_creates_a_one_time_admin_trains_and_imports_the_demo(tmp_path
     assert live is not None and Path(live.path) == (home / "models" / "demo").resolve()
     imported = store.one("SELECT COUNT(*) AS n, COUNT(DISTINCT true_label) AS k FROM products "
                          "WHERE source = 'catalogue:demo'")
-    assert imported == {"n": 24, "k": 3}
+    paths = {normalise_path(v, 3) for v in pd.read_csv(data / "products.csv")["product_category_tree"]}
+    assert imported == {"n": 24, "k": len(paths)}  # whole paths, three levels deep
+    assert store.one("SELECT true_label FROM products LIMIT 1")["true_label"].count(" >> ") == 2
 
     stamp = (home / "models" / "demo" / "metadata.json").stat().st_mtime_ns
     second = _serve(home, data, "--prepare-only")

@@ -168,3 +168,28 @@ def test_monitor_frames_feed_the_charts(store):
     assert len(charts.disagreement_rate_line(monitor.disagreement_rate(store)).data) == 1
     labels, matrix = monitor.predicted_vs_corrected(store)
     assert len(charts.confusion_heatmap(labels, matrix, x_title="predicted", y_title="reviewed").data) == 1
+
+
+def test_a_tree_s_corrections_and_drift_read_per_level(empty_store):
+    """Three reviews of a tree model: a fix inside the same department is a correction of the
+    path but none at level 1; a fix across departments is one at both; drift sums per node."""
+    paths = ["Home >> Bath", "Home >> Bed", "Toys >> Puzzles"]
+    with empty_store.transaction() as db:
+        for pid, (label, new, decision) in enumerate([("Home >> Bed", "Home >> Bath", "correct"),
+                                                      ("Home >> Bed", "Toys >> Puzzles", "correct"),
+                                                      ("Toys >> Puzzles", None, "accept")], start=1):
+            db["products"].insert({"id": pid, "text": f"p{pid}", "source": "test"})
+            db["predictions"].insert({"id": pid, "product_id": pid, "model_version": "v", "labels": to_json(paths),
+                                      "fused": to_json([0.2, 0.5, 0.3]), "label": label, "confidence": 0.5,
+                                      "created_at": TODAY.isoformat()})
+            db["reviews"].insert({"product_id": pid, "prediction_id": pid, "reviewer": "rev", "decision": decision,
+                                  "old_label": label, "new_label": new, "created_at": TODAY.isoformat()})
+    whole = monitor.correction_rate_per_class(empty_store).set_index("label")
+    assert whole.loc["Home >> Bed", "corrected"] == 2 and whole.loc["Home >> Bed", "reviewed"] == 2
+    top = monitor.correction_rate_per_class(empty_store, level=1).set_index("label")
+    assert top.loc["Home", "corrected"] == 1 and top.loc["Home", "rate"] == 0.5 and top.loc["Toys", "rate"] == 0
+    labels, matrix = monitor.predicted_vs_corrected(empty_store, level=1)
+    assert labels == ["Home", "Toys"] and matrix == [[1, 0], [1, 1]]  # rows: reviewed; columns: predicted
+    drift = monitor.class_distribution(empty_store, {"Home >> Bath": 6, "Toys >> Puzzles": 4}, level=1)
+    assert drift.set_index("label")["training_share"].to_dict() == {"Home": 0.6, "Toys": 0.4}
+    assert drift.set_index("label")["predicted"].to_dict() == {"Home": 2, "Toys": 1}
