@@ -145,3 +145,30 @@ def test_an_old_flat_bundle_predicts_with_todays_columns(trained, tmp_path):
     rows = read_rows(out)
     assert list(rows[0]) == ["title", "category", "predicted_label", "confidence", "text_label", "image_label"]
     assert sum(r["predicted_label"] == r["category"] for r in rows) >= 0.9 * len(rows)
+
+
+def test_suspects_and_import_take_tree_labels(trained, tmp_path):
+    """The same --label-col a,b,c in `suspects` (a flipped department is found, and the
+    suggestion is a whole path) and `import` (the database keeps whole paths)."""
+    data = write_tree_csv(tmp_path / "s.csv", n_per_leaf=10, seed=4)
+    rows = read_rows(data)
+    rows[0]["master"], rows[0]["sub"], rows[0]["article"] = "Kids", "Play", "Toys"  # a watch filed under Toys
+    truth = rows[0]["title"]
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "suspects.csv"
+    proc = run_cli(trained["home"], "suspects", "--data", data, *LABELS, "--out", out, "--folds", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    ranked = read_rows(out)
+    assert all(r["suggested_label"].count(" >> ") == 2 for r in ranked)
+    top = [r["title"] for r in ranked[:3]]
+    assert truth in top, top
+    proc = run_cli(tmp_path / "home", "import", "--data", data, *LABELS, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    from core.studio.store import Store
+
+    store = Store(tmp_path / "home" / "data" / "studio.db")
+    stored = {r["true_label"] for r in store.query("SELECT DISTINCT true_label FROM products")}
+    assert stored == {" >> ".join([*TREE[a], a]) for a in TREE} | {"Kids >> Play >> Toys"}
