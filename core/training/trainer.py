@@ -263,12 +263,7 @@ class Trainer:
         model = self._text_model([len(c) for c in tree.levels])
         model.fit([texts[i] for i in rows], [target[rows] for target in level_y], featurizer=featurizer,
                   features=features, on_level=self._level_reporter("text model", "text model", TEXT_SPAN, tree))
-        return model.finalize(temperatures, None if tree.is_flat and not self._decode_flat(tree) else tree)
-
-    @staticmethod
-    def _decode_flat(tree) -> bool:
-        """A flat model needs the decode only for a fitted weight (its final temperature)."""
-        return bool(np.any(np.abs(tree.weights - 1.0) > 1e-9))
+        return model.finalize(temperatures, tree)
 
     def _level_reporter(self, stage: str, what: str, span: tuple[float, float], tree):
         """on_level for the solver: "<what>: level k/K (n classes)" in the log and the job's progress."""

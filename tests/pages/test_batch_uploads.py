@@ -149,9 +149,11 @@ def test_models_import_of_a_flipkart_zip_guesses_the_mapping_and_says_what_chang
     assert errors(at) == [], errors(at)
     assert at.multiselect(key="import_text_cols").value == ["product_name", "description"]
     assert at.selectbox(key="import_label_col").value == "product_category_tree"
-    assert at.number_input(key="import_level").value == 1
+    # a tree column: the whole path is learned (level 0), as deep as its nodes are still categories
+    assert at.number_input(key="import_level").value == 0 and at.number_input(key="import_depth").value >= 1
     assert at.selectbox(key="import_image_col").value == "image"
     assert at.selectbox(key="import_id_col").value == "uniq_id"
+    at.number_input(key="import_level").set_value(1)  # this admin wants the top level only: flat
 
     # a description as the photo column: refused, nothing added, no server path
     at.selectbox(key="import_image_col").select("description")

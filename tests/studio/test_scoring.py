@@ -411,3 +411,26 @@ def test_stored_photos_keep_a_usable_extension(studio_home, fmt, stored_as, suff
     assert image_path(stored.hash) == stored.path and content_hash(stored.path.read_bytes()) == stored.hash
     assert store_image(buffer.getvalue()).path == stored.path  # stored once
     assert image_path("0" * 64) is None
+
+
+def test_a_tree_models_batch_result_has_each_levels_name_and_confidence(tmp_path):
+    """result_frame with a tree model's predictions: the path leads, each level follows with
+    its confidence (a level is never surer than its parent), a skipped row stays empty."""
+    import pandas as pd
+    from helpers.studio import make_prediction
+
+    from core.data.catalogue import load_catalogue
+    from core.studio.batch import result_frame
+
+    csv = tmp_path / "b.csv"
+    csv.write_text("sku,title\nA-1,cotton bedsheet\nB-2,\nC-3,jigsaw puzzle\n")
+    catalogue = load_catalogue(csv, text_cols=["title"])
+    labels = ["Home >> Bath", "Home >> Bed", "Toys >> Puzzles"]
+    predictions = {0: make_prediction([0.2, 0.7, 0.1], labels=labels), 2: make_prediction([0.1, 0.1, 0.8], labels=labels)}
+    frame = result_frame(catalogue, predictions, {0: 11, 2: 13})
+    assert list(frame.columns[:5]) == ["label", "confidence", "disagree", "sku", "title"]
+    assert list(frame.columns[-4:]) == ["level_1", "confidence_level_1", "level_2", "confidence_level_2"]
+    assert frame["label"].tolist()[::2] == ["Home >> Bed", "Toys >> Puzzles"]
+    assert frame.loc[0, ["level_1", "level_2"]].tolist() == ["Home", "Bed"]
+    assert frame.loc[0, "confidence_level_1"] == pytest.approx(0.9) and frame.loc[0, "confidence_level_2"] == 0.7
+    assert pd.isna(frame.loc[1, "level_1"]) and frame.loc[1, "status"].startswith("skipped")
