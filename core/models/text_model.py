@@ -95,11 +95,13 @@ def _as_input(texts: Sequence[str]) -> tf.Tensor:
 
 
 class TfidfFeaturizer:
-    """Vocabularies and idf of the two n-gram branches. Fitted once, it turns texts
+    """Vocabularies and idf of the two n-gram branches (capped at the most frequent
+    100k word and 200k character n-grams: PriceRunner's 22k titles have 67k and 197k, and
+    cutting them to 60k / 120k cost half a point of accuracy). Fitted once, it turns texts
     into sparse features a single time, so each training epoch (and each fold of the
     out-of-fold fits) is a cheap sparse matrix product rather than string processing."""
 
-    def __init__(self, max_word_tokens: int = 60_000, max_char_tokens: int = 120_000):
+    def __init__(self, max_word_tokens: int = 100_000, max_char_tokens: int = 200_000):
         self.branches = [
             # explicit names: auto-naming is per thread in Keras, and a training job on a
             # server thread was seen to hand out "text_vectorization" twice

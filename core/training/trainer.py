@@ -52,6 +52,7 @@ class OutOfFold:
     and photo probabilities over the tree's paths, and which rows have them."""
 
     margins: list | None
+    seen: list | None  # per level: the row's true class was among its fold model's classes
     text: np.ndarray
     image: np.ndarray
     has_text: np.ndarray
@@ -70,6 +71,7 @@ class TrainConfig:
     image_epochs: int = 40
     finetune: bool = False  # also train the backbone's top block on pixels (slower)
     finetune_epochs: int = 3
+    min_leaf_rows: int = 1  # a tree node with fewer training rows backs off to its parent (see core.models.tree)
 
 
 def data_fingerprint(texts, labels, image_paths) -> str:
@@ -196,7 +198,7 @@ class Trainer:
         texts = [catalogue.texts[i] for i in keep]
         labels_raw = [catalogue.labels[i] for i in keep]
         paths = [catalogue.image_paths[i] for i in keep]
-        tree = CategoryTree.from_paths(labels_raw) if labels_raw else None
+        tree = CategoryTree.from_paths(labels_raw, min_rows=self.config.min_leaf_rows) if labels_raw else None
         if tree is None or len(tree.labels) < 2:
             raise InputError(f"{catalogue.source}: training needs at least two classes with usable rows")
         shape = f"{len(tree.labels)} classes" if tree.is_flat else \
@@ -227,10 +229,14 @@ class Trainer:
 
         if oof is None or oof.margins is None:
             return [DEFAULT_TEMPERATURE] * len(level_y)
+        # A row whose true class its fold model never saw (a leaf with one or two products)
+        # says nothing about how sure the model should be: it would only flatten the scores.
         rows = oof.has_text
-        temperatures = [fit_temperature(m[rows], target[rows]) for m, target in zip(oof.margins, level_y)]
+        temperatures = [fit_temperature(m[rows & seen], target[rows & seen])
+                        for m, target, seen in zip(oof.margins, level_y, oof.seen)]
         levels = [softmax(m[rows] / t) for m, t in zip(oof.margins, temperatures)]
-        tree.fit_weights(levels, y[rows])
+        every_level_seen = np.logical_and.reduce(oof.seen)[rows]
+        tree.fit_weights([p[every_level_seen] for p in levels], y[rows][every_level_seen])
         oof.text[rows] = tree.decode(levels)
         self.log(f"calibrated on {int(rows.sum())} out-of-fold rows: temperature "
                  f"{', '.join(f'{t:.3f}' for t in temperatures)}; decode weights "
@@ -301,6 +307,7 @@ class Trainer:
             return None
         n, tfidf = len(y), cfg.text_arch == "tfidf"
         oof = OutOfFold(margins=[np.zeros((n, len(c)), "float32") for c in tree.levels] if use_text and tfidf else None,
+                        seen=[np.zeros(n, bool) for _ in tree.levels],
                         text=np.zeros((n, len(tree.labels)), "float32"),
                         image=np.zeros((n, len(tree.labels)), "float32"),
                         has_text=np.zeros(n, bool), has_image=np.zeros(n, bool))
@@ -328,6 +335,8 @@ class Trainer:
                         on_level=self._level_reporter("out-of-fold models", f"{fold} · text", (a, a + width / 2), tree))
                     for level, m in zip(oof.margins, model.margins(sub(t_pred))):
                         level[t_pred] = m
+                    for seen, target in zip(oof.seen, level_y):
+                        seen[t_pred] = np.isin(target[t_pred], target[t_fit])
                 else:
                     keep = t_fit[y[t_fit] >= 0]
                     model = self._text_model([len(tree.labels)]).fit(

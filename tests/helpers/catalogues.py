@@ -184,3 +184,34 @@ def write_catalogue(
         missing_rows=missing_rows,
         load_kwargs=load_kwargs,
     )
+
+
+# article -> (master, sub): two subtrees share a sub-level name ("Care"), which the model
+# must keep apart as "Fashion >> Care" and "Home >> Care"
+TREE = {"Watches": ("Fashion", "Accessories"), "Beauty": ("Fashion", "Care"), "Kitchen": ("Home", "Cooking"),
+        "Bedding": ("Home", "Care"), "Toys": ("Kids", "Play"), "Books": ("Kids", "Reading")}
+
+
+def _tree_title(rng: random.Random, article: str) -> str:
+    words = CLASS_SPECS[article][0]
+    return " ".join(rng.sample(words, 3) + rng.sample(FILLER, 2) + [rng.choice(BRANDS)])
+
+
+def write_tree_csv(path: Path, n_per_leaf: int, seed: int, *, partial: int = 0, rare: bool = False) -> Path:
+    """master,sub,article columns; `partial` rows per leaf know only the top level; `rare`
+    adds a leaf seen once (it must back off to its parent)."""
+    rng = random.Random(seed)
+    rows = []
+    for article, (master, sub) in TREE.items():
+        rows += [[_tree_title(rng, article), master, sub, article] for _ in range(n_per_leaf)]
+        rows += [[_tree_title(rng, article), master, "", ""] for _ in range(partial)]
+    if rare:
+        rows.append([_tree_title(rng, "Kitchen") + " teapot", "Home", "Cooking", "Teapots"])
+    rng.shuffle(rows)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["title", "master", "sub", "article"])
+        writer.writerows(rows)
+    return path
+
+

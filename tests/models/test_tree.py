@@ -11,12 +11,13 @@ from core.models.tree import CategoryTree
 
 PATHS = (["Home >> Bed >> Sheets"] * 4 + ["Home >> Bed >> Pillows"] * 3 + ["Home >> Bath >> Towels"] * 3
          + ["Toys >> Puzzles"] * 3  # a shallower branch: a real leaf at level 2
-         + ["Home >> Bed >> Quilts"]  # seen once: backs off to "Home >> Bed"
+         + ["Home >> Bed >> Quilts"]  # seen once: backs off to "Home >> Bed" when min_rows=2
          + ["Home", "Toys"])  # partial: a reviewer who only knew the top level
 
 
 def test_levels_labels_and_back_off():
-    tree = CategoryTree.from_paths(PATHS)
+    assert "Home >> Bed >> Quilts" in CategoryTree.from_paths(PATHS).labels  # by default every leaf is kept
+    tree = CategoryTree.from_paths(PATHS, min_rows=2)
     assert tree.depth == 3
     assert tree.levels[0] == ["Home", "Toys"]
     assert tree.levels[1] == ["Home >> Bath", "Home >> Bed", "Toys >> Puzzles"]
@@ -28,7 +29,7 @@ def test_levels_labels_and_back_off():
 
 
 def test_partial_paths_train_only_the_levels_they_have():
-    tree = CategoryTree.from_paths(PATHS)
+    tree = CategoryTree.from_paths(PATHS, min_rows=2)
     levels, labels = tree.targets(PATHS)
     home, toys = PATHS.index("Home"), PATHS.index("Toys")
     for row in (home, toys):
