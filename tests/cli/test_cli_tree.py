@@ -12,6 +12,7 @@ import pytest
 from helpers.catalogues import TREE, write_tree_csv
 from helpers.cli import run_cli
 
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
