@@ -184,9 +184,9 @@ class Trainer:
                                     "paths": len(labels), "decode_weights": [round(float(w), 4) for w in tree.weights],
                                     "temperatures": [round(t, 4) for t in temperatures or []],
                                     "min_rows": tree.min_rows}
-        classifier.metadata.history = {  # per-epoch curves of the final fits, for the Models page
-            name: getattr(model, "history", None) or {} for name, model in (("text", text_model), ("image", image_model))
-            if model is not None}
+        classifier.metadata.history = {  # per-epoch curves of the final fits (a solved tfidf head has none)
+            name: model.history for name, model in (("text", text_model), ("image", image_model))
+            if model is not None and getattr(model, "history", None)}
         self._stage("done", 1.0)
         return classifier
 

@@ -235,15 +235,15 @@ def test_a_correction_changes_the_next_models_training_label(home_env, trained):
     eval_slice = metadata.metrics["eval_slice"]
     assert eval_slice["fused"]["n"] == len(catalogue_products(store, "eval"))
     assert eval_slice["fused"]["accuracy"] >= 0.5  # chance 1/3
-    assert set(metadata.history) == {"text", "image"}
-    assert len(metadata.history["text"]["loss"]) == 6 and len(metadata.history["image"]["loss"]) == 10
+    assert set(metadata.history) == {"image"}  # the text head is solved exactly: no epochs to draw
+    assert len(metadata.history["image"]["loss"]) == 10
     registered = get_model(store, result["version"])
     assert registered is not None and registered.created_by == "admin"
     assert live_model(store).version == result["version"]  # the first model goes live
     runs = home_env.home / "data" / "runs" / f"job-{job.id}"
     assert Path(result["tensorboard"]) == runs
-    for stage in ("text_model", "image_model"):
-        assert list((runs / stage).rglob("events.out.tfevents.*")), stage
+    # the image head's epochs are logged; the tfidf text head is solved, not trained in epochs
+    assert list((runs / "image_model").rglob("events.out.tfevents.*"))
 
 
 # --------------------------------------------------------------------------- 3. a crash
