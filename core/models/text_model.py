@@ -151,18 +151,6 @@ class TfidfFeaturizer:
         return [tfidf(vectorizer(inputs)) for vectorizer, tfidf in zip(self.branches, self.tfidf)]
 
 
-def _tile(matrix, repeats: int):
-    from scipy import sparse
-
-    return sparse.vstack([matrix] * repeats).tocsr() if repeats > 1 else matrix
-
-
-def _to_tf_sparse(matrix) -> tf.SparseTensor:
-    coo = matrix.tocoo()
-    indices = np.stack([coo.row, coo.col], axis=1).astype("int64")
-    return tf.sparse.reorder(tf.SparseTensor(indices, coo.data.astype("float32"), coo.shape))
-
-
 SOLVER_TOL = 3e-3  # liblinear's stopping tolerance: 5x faster than its 1e-4 default, same predictions on Myntra
 
 
@@ -296,7 +284,7 @@ class TextModel:
 
     def __init__(self, arch: str = DEFAULT_TEXT_ARCH, *, num_classes: int | Sequence[int] | None = None,
                  epochs: int | None = None, batch_size: int | None = None,
-                 learning_rate: float | None = None, hidden: int = 0, seed: int = 0,
+                 learning_rate: float | None = None, seed: int = 0,
                  class_weight: str | None = None, C: float | None = None):
         if arch not in TEXT_ARCHS:
             raise ValueError(f"unknown text architecture {arch!r}; choose one of {', '.join(TEXT_ARCHS)}")
@@ -308,7 +296,6 @@ class TextModel:
         self.batch_size = batch_size or defaults["batch_size"]
         self.learning_rate = learning_rate or defaults["learning_rate"]
         self.C = C or defaults.get("C", 1.0)
-        self.hidden = hidden
         self.seed = seed
         self.class_weight = class_weight
         self.model: keras.Model | None = None
