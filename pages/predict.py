@@ -54,7 +54,8 @@ if prediction.disagree:
 if prediction.depth > 1:  # a category tree: the path level by level, and where the rest of the mass went
     levels = [(name, conf) for name, conf in prediction.levels() if name]
     for column, (k, (name, conf)) in zip(st.columns(prediction.depth), enumerate(levels, start=1)):
-        column.metric(f"Level {k}", name, honest_percent(conf), delta_color="off")
+        column.markdown(f"Level {k} · **{honest_percent(conf)}** sure")
+        column.markdown(f"#### {name}")
     bars_col, tree_col = st.columns(2)
     bars_col.plotly_chart(charts.probability_bars(prediction, k=5), key="predict_probabilities")
     tree_col.plotly_chart(charts.tree_sunburst(prediction), key="predict_tree")

@@ -90,6 +90,13 @@ def probability_bars(prediction: "Prediction | None", k: int = 5) -> go.Figure:
     return fig.update_layout(margin_r=50)  # room for a ">99%" label outside its bar
 
 
+def px_colours() -> list[str]:
+    """One colour per top-level category (its subtree in lighter shades of it)."""
+    import plotly.express as px
+
+    return px.colors.qualitative.Set2
+
+
 def tree_sunburst(prediction: "Prediction | None", min_share: float = 0.005) -> go.Figure:
     """Where the probability mass sits in the category tree: a ring per level, each node
     as wide as the chance that the product belongs under it. Paths under `min_share`
@@ -105,8 +112,8 @@ def tree_sunburst(prediction: "Prediction | None", min_share: float = 0.005) -> 
     fig = go.Figure(go.Sunburst(
         ids=[" >> ".join(n) for n in nodes], labels=[n[-1] for n in nodes],
         parents=[" >> ".join(n[:-1]) for n in nodes], values=[mass[n] for n in nodes], branchvalues="remainder",
-        hovertemplate="%{id}<br>%{value:.1%}<extra></extra>", insidetextorientation="radial",
-        marker=dict(colors=[mass[n] for n in nodes], colorscale="Blues", cmin=0, cmax=1)))
+        hovertemplate="%{id}<br>%{value:.1%}<extra></extra>", insidetextorientation="radial"))
+    fig.update_layout(sunburstcolorway=px_colours(), extendsunburstcolors=True)
     return _layout(fig, "Probability over the category tree", height=380)
 
 

@@ -215,3 +215,17 @@ def test_probabilities_never_read_as_certain():
     fig = probability_bars(make_prediction([0.9999, 0.00005, 0.00005], image=[0.001, 0.998, 0.001]))
     texts = [t for trace in fig.data for t in trace.text]
     assert "100%" not in texts and ">99%" in texts
+
+
+def test_tree_sunburst_puts_each_nodes_mass_in_its_ring():
+    from helpers.studio import make_prediction
+
+    from pages._ui.charts import tree_sunburst
+
+    prediction = make_prediction([0.2, 0.7, 0.1], labels=["Home >> Bath", "Home >> Bed", "Toys >> Puzzles"])
+    trace = tree_sunburst(prediction).data[0]
+    mass = dict(zip(trace.ids, trace.values))
+    assert mass == pytest.approx({"Home": 0.9, "Toys": 0.1, "Home >> Bath": 0.2, "Home >> Bed": 0.7,
+                                  "Toys >> Puzzles": 0.1})
+    assert dict(zip(trace.ids, trace.parents))["Home >> Bed"] == "Home"
+    assert "no data" in str(tree_sunburst(None).layout.annotations[0].text)
