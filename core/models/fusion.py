@@ -4,12 +4,14 @@ A plain average of the two models' probabilities scores *below* the text model a
 on Flipkart: the image model is weaker and its confusions overlap the text model's.
 So the fusion is learned from out-of-fold predictions (never from probabilities a
 model made for its own training rows, which are over-confident), choosing by
-cross-validated log-loss between two stackers over both models' log-probabilities:
+cross-validated log-loss between three stackers over both models' log-probabilities:
 
 - "pool": a weighted log-linear pool, a * log p_text + b * log p_image + bias per
   class (2 + classes parameters: robust when the image model adds little);
 - "stacked_logistic_regression": a full multinomial logistic regression (it can learn
-  that the photo is trustworthy for some classes and the text for others).
+  that the photo is trustworthy for some classes and the text for others);
+- "shared_pool": a * log p_text + b * log p_image alone (2 parameters), for a tree's many
+  leaves with one or two rows, where per-class biases only learn noise.
 
 Both are linear in the two models' log-probabilities, so each class's fused logit
 splits exactly into a text part, an image part and a bias: `contributions()` gives
@@ -62,6 +64,29 @@ def _fit_pool(p_text, p_image, y, num_classes: int, seed: int):
     return np.hstack([w[0] * eye, w[1] * eye]), w[2:].copy(), None
 
 
+def _fit_shared_pool(p_text, p_image, y, num_classes: int, seed: int):
+    """a * log p_text + b * log p_image, no per-class bias: two parameters, for the many
+    classes with one or two rows (a tree's leaves), where per-class biases only overfit."""
+    from scipy.optimize import minimize
+
+    lt, li = np.log(p_text + EPS), np.log(p_image + EPS)
+    rows = np.arange(len(y))
+
+    def loss(w):
+        z = w[0] * lt + w[1] * li
+        z = z - z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        p = np.exp(z - log_norm[:, None])
+        onehot = np.zeros_like(p)
+        onehot[rows, y] = 1.0
+        g = (p - onehot) / len(y)
+        return -(z[rows, y] - log_norm).mean(), np.r_[(g * lt).sum(), (g * li).sum()]
+
+    w = minimize(loss, np.r_[1.0, 0.5], jac=True, method="L-BFGS-B", bounds=[(0.0, 10.0)] * 2).x
+    eye = np.eye(num_classes)
+    return np.hstack([w[0] * eye, w[1] * eye]), np.zeros(num_classes), None
+
+
 def _fit_logistic(p_text, p_image, y, num_classes: int, seed: int):
     """Multinomial logistic regression on both log-probability vectors, C by inner CV."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -103,15 +128,19 @@ class Fusion:
 
     def fit(self, p_text: np.ndarray, p_image: np.ndarray, y: np.ndarray, *, seed: int = 0) -> "Fusion":
         """p_text, p_image: out-of-fold probabilities for rows that have both modalities."""
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import KFold, StratifiedKFold
 
         num_classes = p_text.shape[1]
         counts = np.bincount(y, minlength=num_classes)
         folds = int(min(5, counts[counts > 0].min()))
-        candidates = {"pool": _fit_pool, "stacked_logistic_regression": _fit_logistic}
-        if folds >= 2:  # pick the stacker by cross-validated log-loss
+        candidates = {"pool": _fit_pool, "stacked_logistic_regression": _fit_logistic,
+                      "shared_pool": _fit_shared_pool}
+        # pick the stacker by cross-validated log-loss; where some class has a single row
+        # (a tree's rare leaves) the folds cannot be stratified, but the choice matters most
+        splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if folds >= 2
+                    else KFold(min(5, len(y)), shuffle=True, random_state=seed) if len(y) >= 10 else None)
+        if splitter is not None:
             losses = dict.fromkeys(candidates, 0.0)
-            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
             for fit_idx, test_idx in splitter.split(p_text, y):
                 for kind, fit in candidates.items():
                     coef, intercept, _ = fit(p_text[fit_idx], p_image[fit_idx], y[fit_idx], num_classes, seed)

@@ -209,7 +209,7 @@ def test_bundle_files_and_metadata(trained, loaded, cat):
     assert md.split_metrics()["n"] == rows["validation"]
     assert md.backbone == "efficientnet_lite0" and md.text_arch == "tfidf"
     assert md.config["weights"] is None and md.config["folds"] == 2
-    assert md.fusion["kind"] in ("pool", "stacked_logistic_regression") and loaded.fusion.fitted
+    assert md.fusion["kind"] in ("pool", "stacked_logistic_regression", "shared_pool") and loaded.fusion.fitted
     assert {"python", "keras", "numpy", "scikit-learn"} <= set(md.packages)
     assert "tensorflow" in md.packages or "tensorflow-cpu" in md.packages
 
