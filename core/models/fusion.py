@@ -41,50 +41,36 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _fit_pool(p_text, p_image, y, num_classes: int, seed: int):
-    """a * log p_text + b * log p_image + bias: maximum likelihood, small L2 on the biases."""
+def _fit_pool(p_text, p_image, y, num_classes: int, seed: int, *, biases: bool = True):
+    """a * log p_text + b * log p_image (+ a bias per class, small L2): maximum likelihood.
+    Without biases (`_fit_shared_pool`) a and b are kept in [0, 10]."""
     from scipy.optimize import minimize
 
     lt, li = np.log(p_text + EPS), np.log(p_image + EPS)
     rows = np.arange(len(y))
 
     def loss(w):
-        z = w[0] * lt + w[1] * li + w[2:]
+        bias = w[2:] if biases else 0.0
+        z = w[0] * lt + w[1] * li + bias
         z = z - z.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(z).sum(axis=1))
         p = np.exp(z - log_norm[:, None])
         onehot = np.zeros_like(p)
         onehot[rows, y] = 1.0
         g = (p - onehot) / len(y)
-        grad = np.r_[(g * lt).sum(), (g * li).sum(), g.sum(axis=0) + 2e-3 * w[2:]]
+        grad = np.r_[(g * lt).sum(), (g * li).sum(), g.sum(axis=0) + 2e-3 * w[2:] if biases else []]
         return -(z[rows, y] - log_norm).mean() + 1e-3 * (w[2:] ** 2).sum(), grad
 
-    w = minimize(loss, np.r_[1.0, 0.5, np.zeros(num_classes)], jac=True, method="L-BFGS-B").x
+    start = np.r_[1.0, 0.5, np.zeros(num_classes if biases else 0)]
+    w = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=None if biases else [(0.0, 10.0)] * 2).x
     eye = np.eye(num_classes)
-    return np.hstack([w[0] * eye, w[1] * eye]), w[2:].copy(), None
+    return np.hstack([w[0] * eye, w[1] * eye]), w[2:].copy() if biases else np.zeros(num_classes), None
 
 
 def _fit_shared_pool(p_text, p_image, y, num_classes: int, seed: int):
     """a * log p_text + b * log p_image, no per-class bias: two parameters, for the many
     classes with one or two rows (a tree's leaves), where per-class biases only overfit."""
-    from scipy.optimize import minimize
-
-    lt, li = np.log(p_text + EPS), np.log(p_image + EPS)
-    rows = np.arange(len(y))
-
-    def loss(w):
-        z = w[0] * lt + w[1] * li
-        z = z - z.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(z).sum(axis=1))
-        p = np.exp(z - log_norm[:, None])
-        onehot = np.zeros_like(p)
-        onehot[rows, y] = 1.0
-        g = (p - onehot) / len(y)
-        return -(z[rows, y] - log_norm).mean(), np.r_[(g * lt).sum(), (g * li).sum()]
-
-    w = minimize(loss, np.r_[1.0, 0.5], jac=True, method="L-BFGS-B", bounds=[(0.0, 10.0)] * 2).x
-    eye = np.eye(num_classes)
-    return np.hstack([w[0] * eye, w[1] * eye]), np.zeros(num_classes), None
+    return _fit_pool(p_text, p_image, y, num_classes, seed, biases=False)
 
 
 def _fit_logistic(p_text, p_image, y, num_classes: int, seed: int):
