@@ -105,20 +105,12 @@ def http_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real model bundle, trained once per test session (see app_home.py)."""
-    import os
-
     from helpers.app_home import train_tiny_bundle
 
     root = tmp_path_factory.mktemp("tiny_bundle")
-    previous = os.environ.get("STUDIO_HOME")
-    os.environ["STUDIO_HOME"] = str(root / "home")
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # session-scoped: the function-scoped monkeypatch is not available
+        patch.setenv("STUDIO_HOME", str(root / "home"))
         return train_tiny_bundle(root)
-    finally:
-        if previous is None:
-            os.environ.pop("STUDIO_HOME", None)
-        else:
-            os.environ["STUDIO_HOME"] = previous
 
 
 @pytest.fixture

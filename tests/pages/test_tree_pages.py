@@ -12,24 +12,16 @@ from helpers.catalogues import write_tree_csv
 @pytest.fixture(scope="module")
 def tree_bundle(tmp_path_factory):
     """A text-only tree model (Fashion / Home / Kids > 6 leaves), trained once for this module."""
-    import os
-
     from core.data.catalogue import load_catalogue
     from core.training.trainer import TrainConfig, Trainer
 
     root = tmp_path_factory.mktemp("tree_bundle")
-    previous = os.environ.get("STUDIO_HOME")
-    os.environ["STUDIO_HOME"] = str(root / "home")
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # module-scoped: the function-scoped monkeypatch is not available
+        patch.setenv("STUDIO_HOME", str(root / "home"))
         data = write_tree_csv(root / "tree.csv", n_per_leaf=14, seed=1)
         catalogue = load_catalogue(data, text_cols=["title"], label_col="master,sub,article", require_labels=True)
         classifier = Trainer(TrainConfig(folds=3, seed=0), verbose=False).fit(catalogue)
         return classifier.save(root / "bundle")
-    finally:
-        if previous is None:
-            os.environ.pop("STUDIO_HOME", None)
-        else:
-            os.environ["STUDIO_HOME"] = previous
 
 
 @pytest.fixture
