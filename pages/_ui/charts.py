@@ -18,6 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
+from core.common.category_path import join_path, path_parts
+
 if TYPE_CHECKING:  # type hints only: keep this module free of model imports
     from core.explain.modality import ModalityShare
     from core.models.classifier import Prediction
@@ -105,13 +107,13 @@ def tree_sunburst(prediction: "Prediction | None", min_share: float = 0.005) -> 
         return empty_figure("Probability over the category tree")
     mass: dict[tuple[str, ...], float] = {}
     for label, p in zip(prediction.labels, np.asarray(prediction.fused, float)):
-        parts = tuple(part.strip() for part in label.split(">>"))
+        parts = tuple(path_parts(label))
         for k in range(1, len(parts) + 1):
             mass[parts[:k]] = mass.get(parts[:k], 0.0) + float(p)
     nodes = sorted((n for n, v in mass.items() if v >= min_share), key=len)
     fig = go.Figure(go.Sunburst(
-        ids=[" >> ".join(n) for n in nodes], labels=[n[-1] for n in nodes],
-        parents=[" >> ".join(n[:-1]) for n in nodes], values=[mass[n] for n in nodes], branchvalues="remainder",
+        ids=[join_path(n) for n in nodes], labels=[n[-1] for n in nodes],
+        parents=[join_path(n[:-1]) for n in nodes], values=[mass[n] for n in nodes], branchvalues="remainder",
         hovertemplate="%{id}<br>%{value:.1%}<extra></extra>", insidetextorientation="radial"))
     fig.update_layout(sunburstcolorway=px_colours(), extendsunburstcolors=True)
     return _layout(fig, "Probability over the category tree", height=380)
