@@ -158,7 +158,6 @@ def _atomic_write_csv(frame, out: Path) -> None:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from core.common.category_path import leaf_name
     from core.models.bundle import require_bundle
     from core.models.classifier import Classifier
 
@@ -174,10 +173,8 @@ def cmd_predict(args) -> int:
     rows = [result.row(i) for i in range(len(frame))]
     frame["predicted_label"] = [r.leaf if r.fused is not None else "" for r in rows]
     frame["confidence"] = [f"{r.confidence:.6f}" if r.fused is not None else "" for r in rows]
-    leaf = (lambda probs: leaf_name(result.labels[int(np.argmax(probs))])  # noqa: E731
-            if not classifier.tree.is_flat else result.labels[int(np.argmax(probs))])
-    frame["text_label"] = [leaf(p) if m else "" for p, m in zip(result.text, result.has_text)]
-    frame["image_label"] = [leaf(p) if m else "" for p, m in zip(result.image, result.has_image)]
+    frame["text_label"] = [r.leaf_of("text") or "" for r in rows]
+    frame["image_label"] = [r.leaf_of("image") or "" for r in rows]
     if not classifier.tree.is_flat:
         _tree_columns(frame, rows, classifier.tree.depth, args.min_confidence)
     if args.probabilities:
@@ -295,11 +292,36 @@ def cmd_users(args) -> int:
         user = reset_password(store, args.name, _password_from_stdin(), by=User.system("cli"))
         print(f"password of {user.username} ({user.role}) reset; all of their sessions ended", file=sys.stderr)
         return 0
+    if args.users_command == "token":
+        from core.studio.tokens import create_token
+
+        token = create_token(store, User.system("cli"), args.name, args.label)
+        print(f"API token for {args.name} (shown once; revoke it on the Users page):", file=sys.stderr)
+        print(token, flush=True)
+        return 0
     first = store.one("SELECT 1 AS x FROM users LIMIT 1") is None  # the first user needs no acting admin
     user = create_user(store, args.name, _password_from_stdin(), args.role, by=None if first else User.system("cli"),
                        must_change_password=args.must_change_password)
     print(f"added {user.username} ({user.role})", file=sys.stderr)
     return 0
+
+
+def cmd_models(args) -> int:
+    from core.studio.auth import User
+    from core.studio.registry import add_model, get_model
+    from core.studio.store import Store
+
+    store = Store()
+    version = add_model(store, User.system("cli"), args.model_dir, make_live=args.activate)
+    row = get_model(store, version)
+    print(f"{version} registered from {row.path}" + (" and live" if row.live else ""), flush=True)
+    return 0
+
+
+def cmd_api(args) -> int:
+    from core.cli.api import command
+
+    return command(args)
 
 
 def cmd_demo(args) -> int:

@@ -11,12 +11,14 @@ import sys
 
 from core.cli.commands import (
     EXIT_BAD_INPUT,
+    cmd_api,
     cmd_demo,
     cmd_evaluate,
     cmd_explain,
     cmd_export,
     cmd_import,
     cmd_job_worker,
+    cmd_models,
     cmd_predict,
     cmd_serve,
     cmd_suspects,
@@ -29,7 +31,8 @@ from core.studio.store import StoreWriteError, out_of_space
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "explain": cmd_explain, "serve": cmd_serve, "job-worker": cmd_job_worker,
-            "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export, "users": cmd_users}
+            "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export, "users": cmd_users,
+            "api": cmd_api, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

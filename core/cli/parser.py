@@ -38,6 +38,7 @@ HIDDEN_COMMANDS = frozenset({"job-worker"})
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.cli.api import add_parser as add_api_parser
     from core.cli.explain import add_parser as add_explain_parser
     from core.cli.serve import add_parser as add_serve_parser
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train_parser, _add_predict_parser, _add_evaluate_parser, _add_suspects_parser,
                 _add_demo_parser, _add_import_parser, _add_export_parser, add_explain_parser,
-                _add_job_worker_parser, add_serve_parser, _add_users_parser):
+                _add_job_worker_parser, add_serve_parser, add_api_parser, _add_users_parser, _add_models_parser):
         add(sub)
     sub.metavar = "{" + ",".join(name for name in sub.choices if name not in HIDDEN_COMMANDS) + "}"
     return parser
@@ -154,7 +155,7 @@ def _add_users_parser(sub) -> None:
     as an argument (argv is visible to every user of the machine in `ps`)."""
     from core.studio.store import ROLES
 
-    p = sub.add_parser("users", help="add a user or reset a password from the shell (password on stdin)")
+    p = sub.add_parser("users", help="add a user, reset a password or make an API token from the shell")
     users = p.add_subparsers(dest="users_command", required=True)
     q = users.add_parser("reset-password", help="set a new password (read from stdin) and end all of the "
                          "user's sessions")
@@ -164,3 +165,15 @@ def _add_users_parser(sub) -> None:
     q.add_argument("--role", required=True, metavar="ROLE", help=f"one of {', '.join(ROLES)}")
     q.add_argument("--must-change-password", action="store_true",
                    help="the user must choose a new password at first log-in")
+    q = users.add_parser("token", help="make an API token for the user (printed once, on the last line)")
+    q.add_argument("name", help="username")
+    q.add_argument("--label", help="what the token is for (shown on the Users page)")
+
+
+def _add_models_parser(sub) -> None:
+    p = sub.add_parser("models", help="register a model bundle trained with `train --out` (and make it live)")
+    models = p.add_subparsers(dest="models_command", required=True)
+    q = models.add_parser("add", help="register MODEL_DIR in the app's model registry (audited)")
+    q.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    q.add_argument("--activate", action="store_true", help="make it the live model (a promotion by the "
+                   "system user, without a comparison)")

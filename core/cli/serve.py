@@ -68,7 +68,7 @@ def port_in_use(address: str, port: int) -> bool:
     return False
 
 
-def _check_port(address: str, port: int) -> None:
+def check_port(address: str, port: int) -> None:
     """Fail with one line (exit 2) instead of printing a URL that another process answers."""
     from core.common.errors import InputError
 
@@ -81,12 +81,12 @@ def _check_port(address: str, port: int) -> None:
 
 
 def run(port: int = 8501, address: str = "127.0.0.1", demo: bool = True) -> int:
-    _check_port(address, port)  # before preparing, which may train the demo model for minutes
+    check_port(address, port)  # before preparing, which may train the demo model for minutes
     one_time = prepare(demo=demo)
     if one_time:
         print(f"\n  First admin: 'admin', one-time password: {one_time}\n"
               "  (you will choose your own at first log-in)\n", flush=True)
-    _check_port(address, port)  # and again: something may have taken it meanwhile
+    check_port(address, port)  # and again: something may have taken it meanwhile
     print(f"Catalog Studio on http://{address}:{port}", flush=True)
     command = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "streamlit_app.py"),
                "--server.headless", "true", "--server.address", address, "--server.port", str(port),

@@ -12,3 +12,8 @@ def one_line(text: object) -> str:
     """Collapse any whitespace (newlines from wrapped exceptions too) so a message
     stays the single line the CLI and the app promise."""
     return collapse_whitespace(text)
+
+
+class NotFound(InputError):
+    """What the input names does not exist (a product id, a model version, a job): the
+    HTTP API answers 404 instead of 400."""

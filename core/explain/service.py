@@ -25,6 +25,7 @@ explanation. What was bounded is said in `Explanation.notes`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -74,6 +75,14 @@ class Explanation:
             out["text_shap"] = self.text_shap.as_dict()
         return out
 
+    def gradcam_png(self) -> bytes | None:
+        """The photo with the heatmap on top, as PNG bytes (what gradcam.png holds)."""
+        if self.gradcam is None or self.image is None:
+            return None
+        buffer = io.BytesIO()
+        overlay(self.image, self.gradcam.heatmap.astype(np.float32)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write the CLI's files (each atomically); returns the paths written. Files that do
         not apply (no image → no gradcam.*, no text → no text_shap.json) are removed if an
@@ -109,8 +118,9 @@ class Explanation:
                     np.save(fh, heat)
 
             put("gradcam.npy", save_npy)
-            if self.image is not None:
-                put("gradcam.png", lambda p: overlay(self.image, heat).save(p, format="PNG"))
+            png = self.gradcam_png()
+            if png is not None:
+                put("gradcam.png", lambda p: Path(p).write_bytes(png))
         if self.text_shap is not None:
             put_json("text_shap.json", self.text_shap.as_dict())
         put_json("modality_share.json", self.modality.as_dict())

@@ -243,3 +243,9 @@ def require_bundle(path: str | Path) -> None:
     if not is_bundle(path):
         raise InputError(f"{path}: not a model bundle (no {METADATA} / {LABELS}); "
                          "train one with `python -m core train … --out DIR`")
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """A bundle's class names (probability order) without loading its models."""
+    require_bundle(path)
+    return json.loads((Path(path) / LABELS).read_text(encoding="utf-8"))

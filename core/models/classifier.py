@@ -64,7 +64,12 @@ class Prediction:
     @property
     def leaf(self) -> str | None:
         """The deepest level's name of the predicted path (a flat model: its label)."""
-        label = self.label
+        return self.leaf_of("fused")
+
+    def leaf_of(self, which: str = "fused") -> str | None:
+        """The deepest name of `which` model's (fused, text, image) top path: what the CLI
+        and the HTTP API call a label (a flat model: the label itself)."""
+        label = self._top(getattr(self, which))[0]
         if label is None or self.tree is None or self.tree.is_flat:
             return label
         return leaf_name(label)
@@ -169,7 +174,7 @@ class Classifier:
         from core.models.image_model import ImageModel
         from core.models.text_model import TextModel
 
-        labels = json.loads((model_dir / bundle.LABELS).read_text())
+        labels = bundle.read_labels(model_dir)
         text = image = None
         if (model_dir / bundle.TEXT_MODEL).exists():
             text = TextModel.load(model_dir / bundle.TEXT_MODEL, arch=metadata.text_arch)

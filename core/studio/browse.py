@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from core.common.errors import InputError
+from core.common.errors import InputError, NotFound
 from core.studio.auth import User, require
 from core.studio.store import SUGGEST, Store, from_json
 
@@ -271,7 +271,7 @@ def product_history(store: Store, user: User, product_id: int) -> ProductHistory
                             FROM products p JOIN effective_labels e ON e.product_id = p.id WHERE p.id = ?""",
                         [int(product_id)])
     if product is None:
-        raise InputError(f"no product {product_id}")
+        raise NotFound(f"no product {product_id}")
     product["image_path"] = image_path(product["image_hash"]) if product["image_hash"] else None
     predictions = store.query(f"SELECT id AS prediction_id, {', '.join(PREDICTION_COLUMNS[1:])}, labels, fused "
                               "FROM predictions WHERE product_id = ? ORDER BY id", [product_id])

@@ -10,7 +10,7 @@ latest accept/correct decision of a reviewer.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +21,7 @@ from core.common.text import MAX_TEXT_CHARS, identity_key
 from core.data.catalogue import Catalogue, ImportReport, cap_catalogue_texts
 from core.studio.auth import User, require_current
 from core.studio.batch import StagedUpload, discard_upload, load_staged
+from core.studio.jobs import JobContext, start_job
 from core.studio.scoring import find_product, insert_product
 from core.studio.store import LABELLING_SQL, Store, content_key, text_key, utc_now
 from core.studio.uploads import image_path, record_image, store_image_file
@@ -93,6 +94,25 @@ def import_staged(store: Store, user: User, staged: StagedUpload, mapping: Catal
     finally:
         discard_upload(staged)  # photos are stored by now
     return summary, staged.report_lines(catalogue, limit=6)
+
+
+def start_import(store: Store, user: User, staged: StagedUpload, mapping: CatalogueMapping, name: str, *,
+                 background: bool = True) -> int:
+    """`import_staged` as a background job (the HTTP API's catalogue ingest); returns the
+    job id. The job's result is the summary's counts and the report's first lines."""
+    require_current(store, user, "train")
+
+    def work(context: JobContext, params: dict) -> dict:
+        summary, report = import_staged(store, user, staged, mapping, name,
+                                        on_progress=lambda f, m: context.progress(f, "importing", m))
+        return {**asdict(summary), "line": summary.line(), "report": report}
+
+    try:
+        return start_job(store, user, work, {"name": name, "csv": staged.csv_path.name, **asdict(mapping)},
+                         kind="import", permission="train", background=background)
+    except BaseException:
+        discard_upload(staged)  # not started (another import runs): the copy would be orphaned
+        raise
 
 
 def import_catalogue(store: Store, user: User, catalogue: Catalogue, name: str,

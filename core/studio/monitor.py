@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from core.common.category_path import prefix
+from core.studio.auth import User, require_current
 from core.studio.store import LABELLING_SQL, Store
 
 BOTH_MODELS = "p.text_probs IS NOT NULL AND p.text_probs != 'null' " \
@@ -185,3 +186,36 @@ def class_distribution(store: Store, training_counts: dict[str, int] | None, day
            for label in sorted(set(predicted) | set(training))]
     return _frame(out, {"label": "str", "predicted": "int64", "predicted_share": "float64",
                         "training_share": "float64"})
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows: NaN becomes None, numpy scalars plain numbers."""
+    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in frame.astype(object).to_dict(orient="records")]
+
+
+def _histogram(values: pd.Series, bins: int = 10) -> dict:
+    """Counts of confidences in `bins` equal buckets over [0, 1] (the last one closed)."""
+    import numpy as np
+
+    counts, edges = np.histogram(values.to_numpy(dtype=float), bins=bins, range=(0.0, 1.0))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def report(store: Store, user: User, days: int | None = 30, level: int | None = None) -> dict:
+    """Everything the Monitor page draws, as plain data (the HTTP API's GET /v1/monitor):
+    totals, per-day counts, confidences, corrections and drift (at a tree `level`)."""
+    from core.studio.registry import live_model
+
+    require_current(store, user, "monitor")
+    live = live_model(store)
+    labels, matrix = predicted_vs_corrected(store, level)
+    training = live.metadata.per_class_train if live is not None else {}
+    return {"model_version": live.version if live else None, "days": days, "level": level,
+            "summary": summary(store),
+            "predictions_per_day": _records(predictions_per_day(store, days)),
+            "confidence_histogram": _histogram(confidence_values(store, days)["confidence"]),
+            "correction_rate_per_class": _records(correction_rate_per_class(store, level)),
+            "predicted_vs_corrected": {"labels": labels, "matrix": matrix},
+            "disagreement_rate": _records(disagreement_rate(store, days)),
+            "class_distribution": _records(class_distribution(store, training, days, level))}

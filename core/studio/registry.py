@@ -214,6 +214,18 @@ def activate(store: Store, user: User, version: str, *, expected_live=_ANY,
                         db=db)
 
 
+def add_model(store: Store, user: User, path: str | Path, *, make_live: bool = False) -> str:
+    """Register a bundle trained elsewhere (`python -m core train --out`); admins. Audited;
+    `make_live` is a promotion by `user` (no comparison: the shell's owner decides)."""
+    user = require_current(store, user, "models")
+    version = register_model(store, path, created_by=user.username)
+    store.audit(user.username, "model.add", {"version": version, "path": str(Path(path).resolve())})
+    if make_live:
+        activate(store, user, version, promotion={"delta_macro_f1": None, "confirmed_worse": False,
+                                                  "via": "models add"})
+    return version
+
+
 def live_model(store: Store) -> ModelVersion | None:
     """The live version, or None."""
     row = store.one("SELECT * FROM models WHERE active = 1")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.common.category_path import category_choices
-from core.common.errors import InputError
+from core.common.errors import InputError, NotFound
 from core.studio.auth import User, require, require_current
 from core.studio.store import (DECISIONS, DECISIONS_SQL, SETTLING, SETTLING_SQL, SUGGEST, Store, from_json,
                                 settled_decision, to_json, utc_now)
@@ -243,6 +243,13 @@ def _check_not_overtaken(db, user: User, product_id: int, seen_review_id: int | 
                                "after it was shown to you); nothing was saved")
 
 
+def _check_not_claimed(db, user: User, product_id: int) -> None:
+    """Refuse a decision on a product another reviewer is looking at right now."""
+    claim = db.execute("SELECT user, expires_at FROM claims WHERE product_id = ?", [product_id]).fetchone()
+    if claim is not None and claim[0] != user.username and claim[1] > time.time():
+        raise DecisionConflict(f"{claim[0]} is reviewing product {product_id} right now; nothing was saved")
+
+
 def insert_decision(db, user: User, product_id: int, decision: str, *, new_label: str | None,
                      prediction_id: int | None, note: str | None, replaces: int | None = None,
                      bulk_id: int | None = None) -> int:
@@ -281,17 +288,23 @@ def insert_decision(db, user: User, product_id: int, decision: str, *, new_label
 
 def record_review(store: Store, user: User, product_id: int, decision: str, *, new_label: str | None = None,
                   prediction_id: int | None = None, note: str | None = None,
-                  seen_review_id: int | None = None) -> int:
+                  seen_review_id: int | None = None, respect_claims: bool = False) -> int:
     """Save a reviewer's decision on a product: accept the predicted label, correct it to
     `new_label`, mark it out of scope (no category fits; never trained on), or skip.
     `seen_review_id` is the item's `seen_review_id` when it was shown: the decision is
     refused (DecisionConflict) if the reviewer no longer holds the claim and someone
-    settled the product since. Returns the review id."""
+    settled the product since. `respect_claims` (a caller that never claimed, e.g. an HTTP
+    client deciding a product it knows by id): refused while another reviewer holds it.
+    Returns the review id."""
     require(user, "review")
     if decision not in DECISIONS:
         raise InputError(f"unknown decision '{decision}'; one of {', '.join(DECISIONS)}")
     with store.transaction() as db:
         user = require_current(db, user, "review")
+        if db.execute("SELECT 1 FROM products WHERE id = ?", [product_id]).fetchone() is None:
+            raise NotFound(f"no product {product_id}")
+        if respect_claims:
+            _check_not_claimed(db, user, product_id)
         if decision != "skip":
             _check_not_overtaken(db, user, product_id, seen_review_id)
         review_id = insert_decision(db, user, product_id, decision, new_label=new_label,

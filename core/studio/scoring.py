@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import sqlite_utils
@@ -103,20 +104,55 @@ def find_or_insert_product(db: sqlite_utils.Database, text: str, image_hash: str
                           split="eval" if held_out else None), True
 
 
+@dataclass(frozen=True)
+class ProductInput:
+    """One product to score: a description and/or photo bytes; `what` names it in errors."""
+    text: str | None = None
+    image: bytes | None = None
+    what: str = ""
+
+
+def _checked(product: ProductInput) -> tuple[str, StoredImage | None]:
+    """The cleaned text and the stored photo, or InputError naming the product."""
+    prefix = f"{product.what}: " if product.what else ""
+    try:
+        text = clean_text(product.text)
+    except InputError as exc:
+        raise InputError(f"{prefix}{exc}") from None
+    stored = store_image(product.image, what=f"{prefix}the image") if product.image else None
+    if not text and stored is None:
+        raise InputError(f"{prefix}give a description, a photo, or both")
+    return text, stored
+
+
+def score_products(store: Store, classifier: Classifier, user: User, products: Sequence[ProductInput], *,
+                   source: str = "upload") -> list[ScoredProduct]:
+    """Predict several products (the HTTP API's items) and record them in one transaction:
+    every input is checked first, so one bad item leaves no product behind."""
+    user = require_current(store, user, "predict")
+    checked = [_checked(p) for p in products]
+    if not checked:
+        return []
+    started = time.perf_counter()
+    if len(checked) == 1:  # the decoded photo is at hand: no second read
+        text, stored = checked[0]
+        predictions = [classifier.predict(text=text or None, image=stored.image if stored else None)]
+    else:
+        batch = classifier.predict_batch([t for t, _ in checked], [s.path if s else None for _, s in checked])
+        predictions = [batch.row(i) for i in range(len(checked))]
+    latency_ms = (time.perf_counter() - started) * 1000 / len(checked)
+    scored = []
+    with store.transaction() as db:
+        for (text, stored), prediction in zip(checked, predictions):
+            image_hash = record_image(db, stored) if stored else None
+            product_id, _ = find_or_insert_product(db, text, image_hash, source, user.username)
+            prediction_id = db["predictions"].insert(prediction_row(product_id, prediction, latency_ms,
+                                                                     user.username)).last_pk
+            scored.append(ScoredProduct(product_id, prediction_id, prediction, latency_ms, stored, text))
+    return scored
+
+
 def score_product(store: Store, classifier: Classifier, user: User, *, text: str | None = None,
                   image: bytes | None = None, source: str = "upload") -> ScoredProduct:
     """Predict one product (description and/or photo bytes) and record it."""
-    user = require_current(store, user, "predict")
-    text = clean_text(text)
-    stored = store_image(image, what="the image") if image else None
-    if not text and stored is None:
-        raise InputError("give a description, a photo, or both")
-    started = time.perf_counter()
-    prediction = classifier.predict(text=text or None, image=stored.image if stored else None)
-    latency_ms = (time.perf_counter() - started) * 1000
-    with store.transaction() as db:
-        image_hash = record_image(db, stored) if stored else None
-        product_id, _ = find_or_insert_product(db, text, image_hash, source, user.username)
-        prediction_id = db["predictions"].insert(prediction_row(product_id, prediction, latency_ms,
-                                                                 user.username)).last_pk
-    return ScoredProduct(product_id, prediction_id, prediction, latency_ms, stored, text)
+    return score_products(store, classifier, user, [ProductInput(text, image)], source=source)[0]

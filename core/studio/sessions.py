@@ -82,6 +82,12 @@ def _secret(store: Store) -> bytes:
         return key
 
 
+def derived_key(store: Store, purpose: str) -> bytes:
+    """A key for another signature of this server (e.g. the API's short-lived JWTs), derived
+    from the session secret: replacing the secret ends those too."""
+    return hmac.new(_secret(store), f"catalog-studio:{purpose}".encode(), hashlib.sha256).digest()
+
+
 def _sign(store: Store, token: str) -> str:
     mac = hmac.new(_secret(store), token.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

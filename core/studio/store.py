@@ -275,10 +275,20 @@ def _v9_category_paths(db: sqlite_utils.Database) -> None:
                     db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [canonical, value])
 
 
+def _v10_api_tokens(db: sqlite_utils.Database) -> None:
+    """API tokens for the HTTP API: only their SHA-256 is kept (a copy of the database
+    gives no working token); revoked ones stay listed (who could call the API when)."""
+    db["api_tokens"].create({
+        "id": int, "user_id": int, "label": str, "token_hash": str, "prefix": str, "created_at": str,
+        "created_by": str, "last_used_at": str, "revoked_at": str, "revoked_by": str,
+    }, pk="id", not_null={"user_id", "token_hash"}, foreign_keys=[("user_id", "users", "id")])
+    db["api_tokens"].create_index(["token_hash"], unique=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_jobs, _v3_suspects,
                                                               _v4_trustworthy_labels, _v5_suspect_opinions,
                                                               _v6_login_attempts, _v7_registry_and_jobs,
-                                                              _v8_job_work, _v9_category_paths]
+                                                              _v8_job_work, _v9_category_paths, _v10_api_tokens]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

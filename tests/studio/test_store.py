@@ -19,7 +19,7 @@ from core.common.settings import REPO_ROOT
 from core.studio.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 TABLES = {"users", "images", "products", "predictions", "reviews", "models", "claims", "audit", "jobs", "suspects",
-          "bulk_actions", "sessions", "login_attempts"}
+          "bulk_actions", "sessions", "login_attempts", "api_tokens"}
 
 
 def tables(path: Path) -> set[str]:

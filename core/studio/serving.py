@@ -1,0 +1,50 @@
+"""Loaded models for the HTTP API: each version loaded once per process and shared by
+every request (Classifier serialises its own inference), the live one looked up per
+request so a promotion applies at the next call."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from core.common.errors import NotFound
+from core.models.classifier import Classifier
+from core.studio.registry import ModelVersion, get_model, live_model
+from core.studio.store import Store
+
+MAX_LOADED = 4  # versions kept in memory (the live one, a candidate, a rollback target, …)
+
+
+class NoModel(NotFound):
+    """No live model, or no such version: nothing to predict with."""
+
+
+class ModelCache:
+    """Classifiers by (path, version), least recently used dropped past `max_loaded`."""
+
+    def __init__(self, max_loaded: int = MAX_LOADED):
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[tuple[str, str], Classifier] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def classifier(self, store: Store, version: str | None = None) -> tuple[Classifier, ModelVersion]:
+        """The live model (version None) or the named version, loaded on first use."""
+        row = live_model(store) if version is None else get_model(store, version)
+        if row is None:
+            raise NoModel("no model is live yet: train or add one" if version is None
+                          else f"no model version '{version}'")
+        if row.missing:
+            raise NoModel(f"the files of model {row.version} are gone from {row.path}")
+        key = (str(Path(row.path)), row.version)
+        with self._lock:  # one load at a time: two requests never load the same model twice
+            if key not in self._loaded:
+                self._loaded[key] = Classifier.load(row.path)
+                while len(self._loaded) > self.max_loaded:
+                    self._loaded.popitem(last=False)
+            self._loaded.move_to_end(key)
+            return self._loaded[key], row
+
+    def loaded_versions(self) -> list[str]:
+        with self._lock:
+            return [version for _, version in self._loaded]
