@@ -15,6 +15,7 @@ from core.common.errors import InputError, NotFound, one_line
 from core.studio.auth import LoginThrottled, PermissionDenied
 from core.studio.jobs import JobBusy
 from core.studio.review_queue import DecisionConflict
+from core.studio.serving import NoModel
 from core.studio.store import StoreWriteError, out_of_space
 
 log = logging.getLogger("catalog_studio.api")
@@ -80,6 +81,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(InputError)
     async def _input(request: Request, exc: InputError):
+        if isinstance(exc, NoModel):
+            return error_response(503, str(exc), "no_model", headers={"Retry-After": "30"})
         status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, (DecisionConflict, JobBusy)) else 400
         return error_response(status, str(exc))
 

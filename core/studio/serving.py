@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from core.common.errors import NotFound
+from core.common.errors import InputError, NotFound, one_line
 from core.models.classifier import Classifier
 from core.studio.registry import ModelVersion, get_model, live_model
 from core.studio.store import Store
@@ -16,8 +16,9 @@ from core.studio.store import Store
 MAX_LOADED = 4  # versions kept in memory (the live one, a candidate, a rollback target, …)
 
 
-class NoModel(NotFound):
-    """No live model, or no such version: nothing to predict with."""
+class NoModel(InputError):
+    """No live model, or its files cannot be loaded: nothing to predict with (the HTTP API
+    answers 503: the server, not the request, is not ready)."""
 
 
 class ModelCache:
@@ -31,15 +32,19 @@ class ModelCache:
     def classifier(self, store: Store, version: str | None = None) -> tuple[Classifier, ModelVersion]:
         """The live model (version None) or the named version, loaded on first use."""
         row = live_model(store) if version is None else get_model(store, version)
+        if row is None and version is not None:
+            raise NotFound(f"no model version '{version}'")
         if row is None:
-            raise NoModel("no model is live yet: train or add one" if version is None
-                          else f"no model version '{version}'")
+            raise NoModel("no model is live yet: train one, or add one with `python -m core models add`")
         if row.missing:
             raise NoModel(f"the files of model {row.version} are gone from {row.path}")
         key = (str(Path(row.path)), row.version)
         with self._lock:  # one load at a time: two requests never load the same model twice
             if key not in self._loaded:
-                self._loaded[key] = Classifier.load(row.path)
+                try:
+                    self._loaded[key] = Classifier.load(row.path)
+                except (InputError, OSError, ValueError) as exc:
+                    raise NoModel(f"model {row.version} cannot be loaded: {one_line(exc)}") from None
                 while len(self._loaded) > self.max_loaded:
                     self._loaded.popitem(last=False)
             self._loaded.move_to_end(key)

@@ -69,3 +69,21 @@ def test_a_worse_candidate_needs_confirmation(api, monkeypatch):
     r = api.post(f"/v1/models/{copy}/promote", "admin", json={"confirm_worse": True})
     assert r.status_code == 200 and r.json()["comparison"]["worse"] is True
     assert r.json()["comparison"]["delta_macro_f1"] < 0
+
+
+def test_without_a_live_model_the_api_says_it_is_not_ready(api):
+    from core.studio.store import Store
+
+    with Store().transaction() as db:
+        db.execute("UPDATE models SET active = 0")
+    r = api.get("/v2/health/ready", None)
+    assert r.status_code == 503 and r.json()["ready"] is False
+    r = api.post("/v1/predict", "victor", json={"items": [{"text": "Acme watch"}]})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_model" and r.headers["Retry-After"]
+    r = api.post("/v2/models/catalog/infer", "victor",
+                 json={"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Acme"]}]})
+    assert r.status_code == 503
+    assert api.get("/v1/models", "victor").json()["models"][0]["live"] is False
+    docs = api.client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    assert api.client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200

@@ -18,6 +18,7 @@ from core.models.bundle import read_labels
 from core.studio.auth import User
 from core.studio.registry import ModelVersion, get_model, list_models, live_model
 from core.studio.scoring import ProductInput, score_products
+from core.studio.serving import NoModel
 
 router = APIRouter(tags=["inference (Open Inference Protocol)"])
 MODEL_NAME = "catalog"
@@ -54,8 +55,10 @@ class InferResponse(BaseModel):
 
 def _model(ctx: ApiContext, version: str | None) -> ModelVersion:
     row = live_model(ctx.store) if version is None else get_model(ctx.store, version)
+    if row is None and version is None:
+        raise NoModel("no model is live yet")
     if row is None:
-        raise NotFound("no model is live yet" if version is None else f"no model version '{version}' of catalog")
+        raise NotFound(f"no model version '{version}' of catalog")
     return row
 
 
