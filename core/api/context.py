@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 
 from core.api.errors import ApiError
 from core.studio.auth import User, require_current
@@ -19,6 +19,9 @@ from core.studio.tokens import bearer_user
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False,
                               description="an API token (`python -m core users token NAME`) or the JWT that "
                                           "POST /v1/auth/token returns")
+# The same header, documented a second way so /docs can take a pasted API token too.
+api_token = HTTPBearer(auto_error=False, scheme_name="APIToken",
+                       description="paste an API token from `python -m core users token NAME`")
 
 
 @dataclass
@@ -31,8 +34,10 @@ def context(request: Request) -> ApiContext:
     return request.app.state.context
 
 
-def caller(token: str | None = Depends(oauth2), ctx: ApiContext = Depends(context)) -> User:
+def caller(token: str | None = Depends(oauth2), pasted: HTTPAuthorizationCredentials | None = Depends(api_token),
+           ctx: ApiContext = Depends(context)) -> User:
     """The authenticated user, or 401."""
+    token = token or (pasted.credentials if pasted else None)
     user = bearer_user(ctx.store, token)
     if user is None:
         message = ("send Authorization: Bearer <token> (an API token, or a JWT from POST /v1/auth/token)"
