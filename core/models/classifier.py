@@ -232,15 +232,23 @@ class Classifier:
         return self._batch(p_text, has_text, p_image, has_image).row(0)
 
     def predict_batch(self, texts: Sequence[str], image_paths: Sequence[Path | None] | None = None,
-                      *, progress: bool = False, cache=None) -> BatchPrediction:
-        """Many products; images are read from files and their embeddings cached."""
+                      *, progress: bool = False, cache=None, images: Sequence | None = None) -> BatchPrediction:
+        """Many products; images are read from files and their embeddings cached, or given
+        decoded (`images`: PIL images or None, e.g. photos just uploaded: no second decode)."""
         n = len(texts)
         image_paths = list(image_paths) if image_paths is not None else [None] * n
         with self._lock:
             p_text, has_text = self._text_probs(texts)
             p_image = np.zeros_like(p_text)
             has_image = np.zeros(n, dtype=bool)
-            if self.image_model is not None and any(p is not None for p in image_paths):
+            if self.image_model is not None and images is not None:
+                rows = [i for i, im in enumerate(images) if im is not None]
+                for start in range(0, len(rows), 32):
+                    part = rows[start:start + 32]
+                    pixels = np.stack([letterbox(images[i]) for i in part])
+                    p_image[part] = self.image_model.predict_proba_pixels(pixels)
+                has_image[rows] = True
+            elif self.image_model is not None and any(p is not None for p in image_paths):
                 emb, has_image = self.image_model.embed(image_paths, cache=cache, progress=progress)
                 if has_image.any():
                     p_image[has_image] = self.image_model.predict_proba_embeddings(emb[has_image])

@@ -138,7 +138,7 @@ def score_products(store: Store, classifier: Classifier, user: User, products: S
         text, stored = checked[0]
         predictions = [classifier.predict(text=text or None, image=stored.image if stored else None)]
     else:
-        batch = classifier.predict_batch([t for t, _ in checked], [s.path if s else None for _, s in checked])
+        batch = classifier.predict_batch([t for t, _ in checked], images=[s.image if s else None for _, s in checked])
         predictions = [batch.row(i) for i in range(len(checked))]
     latency_ms = (time.perf_counter() - started) * 1000 / len(checked)
     scored = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.common.errors import InputError, NotFound, one_line
 from core.models.classifier import Classifier
-from core.studio.registry import ModelVersion, get_model, live_model
+from core.studio.registry import ModelRef, model_ref
 from core.studio.store import Store
 
 MAX_LOADED = 4  # versions kept in memory (the live one, a candidate, a rollback target, …)
@@ -29,9 +29,9 @@ class ModelCache:
         self._loaded: OrderedDict[tuple[str, str], Classifier] = OrderedDict()
         self._lock = threading.Lock()
 
-    def classifier(self, store: Store, version: str | None = None) -> tuple[Classifier, ModelVersion]:
+    def classifier(self, store: Store, version: str | None = None) -> tuple[Classifier, ModelRef]:
         """The live model (version None) or the named version, loaded on first use."""
-        row = live_model(store) if version is None else get_model(store, version)
+        row = model_ref(store, version)
         if row is None and version is not None:
             raise NotFound(f"no model version '{version}'")
         if row is None:

@@ -84,3 +84,16 @@ def test_predict_refuses_bad_input_and_stores_nothing(api, monkeypatch):
     r = api.post("/v1/predict", "victor", files={"image": ("x.png", b"GIF89a broken", "image/png")})
     assert r.status_code == 400, r.text
     assert products() == 0  # nothing half-written by any of them
+
+
+def test_a_batch_gives_each_item_what_it_gets_alone(api):
+    """Batches predict decoded photos in one pass; one item goes through Classifier.predict:
+    both paths give the same probabilities."""
+    items = [{"text": "Acme watch dial", "image_base64": b64(png_bytes("Watches", seed=s))} for s in (4, 5)]
+    items.append({"image_base64": b64(png_bytes("Kitchen", seed=6))})
+    together = api.post("/v1/predict", "victor", json={"items": items, "top_k": 3}).json()["predictions"]
+    for item, batched in zip(items, together):
+        alone = api.post("/v1/predict", "victor", json={"items": [item], "top_k": 3}).json()["predictions"][0]
+        assert alone["product_id"] == batched["product_id"]
+        for a, b in zip(alone["top"], batched["top"]):
+            assert a["label"] == b["label"] and abs(a["probability"] - b["probability"]) < 1e-5
