@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from core.common.errors import InputError
@@ -156,49 +157,52 @@ def _atomic_write_csv(frame, out: Path) -> None:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
+    from core.data.shards import list_shards
+    from core.inference.engines import run
+    from core.inference.rows import PredictJob
     from core.models.bundle import require_bundle
-    from core.models.classifier import Classifier
 
     if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
         raise InputError(f"--min-confidence must be between 0 and 1, got {args.min_confidence}")
     require_bundle(args.model)
-    catalogue = _load(args, require_labels=False)  # bad input fails before TensorFlow loads
-    _report(catalogue, args.quiet)
-    classifier = Classifier.load(args.model)
-    result = classifier.predict_batch(catalogue.texts, catalogue.image_paths, progress=not args.quiet)
-    frame = catalogue.frame.copy()
-    usable = result.has_text | result.has_image
-    rows = [result.row(i) for i in range(len(frame))]
-    frame["predicted_label"] = [r.leaf if r.fused is not None else "" for r in rows]
-    frame["confidence"] = [f"{r.confidence:.6f}" if r.fused is not None else "" for r in rows]
-    frame["text_label"] = [r.leaf_of("text") or "" for r in rows]
-    frame["image_label"] = [r.leaf_of("image") or "" for r in rows]
-    if not classifier.tree.is_flat:
-        _tree_columns(frame, rows, classifier.tree.depth, args.min_confidence)
-    if args.probabilities:
-        for j, label in enumerate(result.labels):
-            frame[f"p:{label}"] = [f"{p[j]:.6f}" if m else "" for p, m in zip(result.fused, usable)]
-    _atomic_write_csv(frame, args.out)
-    unusable = np.flatnonzero(~usable) + 1
-    if len(unusable):
-        shown = ", ".join(map(str, unusable[:10])) + (" …" if len(unusable) > 10 else "")
-        print(f"warning: {len(unusable)} row(s) had neither text nor a usable image and were left "
-              f"unpredicted (rows {shown})", file=sys.stderr)
-    if not args.quiet:
-        print(f"wrote {len(frame)} predictions to {args.out}", file=sys.stderr)
+    shards = list_shards(args.data)
+    job = PredictJob(text_cols=args.text_cols, image_col=args.image_col,
+                     image_dir=str(args.image_dir) if args.image_dir else None, min_confidence=args.min_confidence,
+                     probabilities=args.probabilities, encoding=args.encoding)
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    summary = run(shards, job, args.model, args.out, engine=args.engine, workers=args.workers,
+                  batch_size=args.batch_size, part_format=args.out_format, progress=not args.quiet, log=say)
+    for path, report in summary.reports:
+        for line in report.summary_lines():
+            say(line)
+        unusable = report.unusable_rows
+        if unusable:
+            shown = ", ".join(map(str, unusable[:10])) + (" …" if len(unusable) > 10 else "")
+            where = f"{path.name}: " if len(summary.reports) > 1 else ""
+            print(f"warning: {where}{len(unusable)} row(s) had neither text nor a usable image and were left "
+                  f"unpredicted (rows {shown})", file=sys.stderr)
+    say(f"wrote {summary.rows} predictions to {args.out}"
+        + (f" ({summary.parts} parts)" if args.out.suffix.lower() != ".csv" else ""))
     return 0
 
 
-def _tree_columns(frame, rows, depth: int, min_confidence: float | None) -> None:
-    """predicted_path (stopped at --min-confidence), and each level's name and confidence."""
-    frame["predicted_path"] = [(r.path_at(min_confidence or 0.0) or "") if r.fused is not None else "" for r in rows]
-    levels = [r.levels() if r.fused is not None else [] for r in rows]
-    for k in range(depth):
-        frame[f"predicted_level_{k + 1}"] = [lv[k][0] if lv else "" for lv in levels]
-        frame[f"confidence_level_{k + 1}"] = [f"{lv[k][1]:.6f}" if lv and lv[k][1] is not None else ""
-                                              for lv in levels]
+def cmd_embed(args) -> int:
+    from core.data.shards import list_shards
+    from core.inference.embed import EmbedJob
+    from core.inference.engines import run_embed
+
+    shards = list_shards(args.data)
+    job = EmbedJob(image_col=args.image_col, image_dir=str(args.image_dir) if args.image_dir else None,
+                   backbone=args.backbone, pretrained=not args.no_pretrained, encoding=args.encoding)
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    summary = run_embed(shards, job, engine=args.engine, workers=args.workers, batch_size=args.batch_size,
+                        progress=not args.quiet, log=say)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    for m in summary["missing_rows"][:3]:
+        say(f"  {m['file']}, row {m['row']}: {m['reason']}")
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def cmd_evaluate(args) -> int:

@@ -13,6 +13,7 @@ from core.cli.commands import (
     EXIT_BAD_INPUT,
     cmd_api,
     cmd_demo,
+    cmd_embed,
     cmd_evaluate,
     cmd_explain,
     cmd_export,
@@ -32,7 +33,7 @@ from core.studio.store import StoreWriteError, out_of_space
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "demo": cmd_demo,
             "explain": cmd_explain, "serve": cmd_serve, "job-worker": cmd_job_worker,
             "suspects": cmd_suspects, "import": cmd_import, "export": cmd_export, "users": cmd_users,
-            "api": cmd_api, "models": cmd_models}
+            "api": cmd_api, "models": cmd_models, "embed": cmd_embed}
 
 
 def main(argv: list[str] | None = None) -> int:

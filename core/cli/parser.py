@@ -14,9 +14,10 @@ def _cols(value: str) -> list[str]:
     return cols
 
 
-def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None, required: bool = True) -> None:
+def _add_mapping(p: argparse.ArgumentParser, *, label: bool | None, required: bool = True,
+                 data_help: str = "catalogue CSV") -> None:
     """The CSV mapping flags shared by train, predict, evaluate and suspects."""
-    p.add_argument("--data", required=required, type=Path, help="catalogue CSV")
+    p.add_argument("--data", required=required, type=Path, help=data_help)
     p.add_argument("--text-cols", required=required, type=_cols, metavar="A[,B…]",
                    help="text columns, joined in this order")
     if label is not None:
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Catalog Studio engine")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train_parser, _add_predict_parser, _add_evaluate_parser, _add_suspects_parser,
+    for add in (_add_train_parser, _add_predict_parser, _add_embed_parser, _add_evaluate_parser, _add_suspects_parser,
                 _add_demo_parser, _add_import_parser, _add_export_parser, add_explain_parser,
                 _add_job_worker_parser, add_serve_parser, add_api_parser, _add_users_parser, _add_models_parser):
         add(sub)
@@ -89,14 +90,41 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_predict_parser(sub) -> None:
-    p = sub.add_parser("predict", help="predict categories for a catalogue CSV")
+    p = sub.add_parser("predict", help="predict categories for a catalogue (CSV, Parquet, or a folder of shards)")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
-    _add_mapping(p, label=None)
-    p.add_argument("--out", required=True, type=Path, metavar="PRED_CSV")
+    _add_mapping(p, label=None, data_help="catalogue: a CSV or Parquet file, a folder of them, or a glob "
+                 "(quoted) of shards")
+    p.add_argument("--out", required=True, type=Path, metavar="PRED_CSV|FOLDER",
+                   help="a .csv file, or a folder: one part per batch (--out-format)")
+    _add_engine(p)
+    p.add_argument("--out-format", choices=("parquet", "csv"), default="parquet",
+                   help="the parts' format when --out is a folder (default parquet)")
     p.add_argument("--probabilities", action="store_true",
                    help="add one p:<label> column per class (a tree model: p:<path> per path it knows)")
     p.add_argument("--min-confidence", type=float, metavar="P",
                    help="a tree model: stop predicted_path at the deepest level with confidence >= P")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process, the default) or ray (Ray Data: a local cluster, or RAY_ADDRESS's)")
+    p.add_argument("--workers", type=int, metavar="N", help="ray: actors, each with the model loaded "
+                   "(default: one per CPU of the cluster)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="rows per batch (ray default 256; local default: "
+                   "a whole shard)")
+
+
+def _add_embed_parser(sub) -> None:
+    p = sub.add_parser("embed", help="precompute a catalogue's image embeddings into the cache (before a retrain)")
+    p.add_argument("--data", required=True, type=Path, help="catalogue: a CSV or Parquet file, a folder of "
+                   "them, or a glob (quoted) of shards")
+    p.add_argument("--image-col", required=True, metavar="I", help="column with image file names, paths or URLs")
+    p.add_argument("--image-dir", type=Path, metavar="D", help="folder that relative image names are in")
+    _add_backbone(p)
+    p.add_argument("--no-pretrained", action="store_true", help="random backbone weights (offline tests)")
+    _add_engine(p)
+    p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
     p.add_argument("--quiet", action="store_true")
 
 

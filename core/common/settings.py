@@ -113,6 +113,12 @@ def get_settings() -> Settings:
     return _settings_for(tuple((name, os.environ[name]) for name in ENVIRONMENT if name in os.environ))
 
 
+def studio_environment() -> dict[str, str]:
+    """The studio's settings as environment variables (the ones set here), for processes
+    started elsewhere that must see the same home and rules (a Ray cluster's workers)."""
+    return {name: os.environ[name] for name in ENVIRONMENT if name in os.environ}
+
+
 def private_dir(path: Path, *, tighten: bool = True) -> Path:
     """Create `path` (and missing parents) readable by its owner only (0700): it holds
     the database, uploads and caches. `tighten`: also take group/other access away from

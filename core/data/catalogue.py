@@ -391,6 +391,20 @@ def _read_images(frame: pd.DataFrame, image_name: str, base_dir: Path, *, check_
     return image_paths, missing, no_image_rows
 
 
+def image_column(frame: pd.DataFrame, source: Path, image_col: str, image_dir: str | Path | None = None, *,
+                 progress: bool = False) -> tuple[list[Path | None], list[dict[str, Any]]]:
+    """Each row's usable photo (None where there is none) and the rows whose photo could not
+    be used ({row, column, value, reason}), resolved as `load_catalogue` does (URLs fetched
+    under the download rules): for work on photos alone (`python -m core embed`)."""
+    name = _column(frame.reset_index(drop=True), image_col, "image", source)
+    base_dir = Path(image_dir).expanduser() if image_dir is not None else source.parent
+    if image_dir is not None and not base_dir.is_dir():
+        raise InputError(f"image folder not found: {base_dir}")
+    paths, missing, _ = _read_images(frame.reset_index(drop=True), name, base_dir, check_images=True,
+                                     progress=progress, confine_images=False, notes=[])
+    return paths, missing
+
+
 def load_catalogue(
     path: str | Path,
     *,
@@ -420,6 +434,32 @@ def load_catalogue(
     text_cols = [text_cols] if isinstance(text_cols, str) else list(text_cols)
     _check_mapping(source, text_cols, label_col, label_level, image_col, require_labels, label_depth)
     frame = read_csv(source, encoding=encoding)
+    return catalogue_from_frame(frame, source, text_cols=text_cols, label_col=label_col, label_level=label_level,
+                                label_depth=label_depth, image_col=image_col, image_dir=image_dir,
+                                require_labels=require_labels, check_images=check_images, progress=progress,
+                                confine_images=confine_images)
+
+
+def catalogue_from_frame(
+    frame: pd.DataFrame,
+    source: Path,
+    *,
+    text_cols: Sequence[str],
+    label_col: str | None = None,
+    label_level: int | None = None,
+    label_depth: int | None = None,
+    image_col: str | None = None,
+    image_dir: str | Path | None = None,
+    require_labels: bool = False,
+    check_images: bool = True,
+    progress: bool = False,
+    confine_images: bool = False,
+) -> Catalogue:
+    """`load_catalogue` on rows already read (all values text, as `read_csv` gives them):
+    a shard, or a batch of one on a worker of the Ray engine. `source` names the file in
+    messages and is where relative photo names live unless `image_dir` says otherwise."""
+    text_cols = [text_cols] if isinstance(text_cols, str) else list(text_cols)
+    frame = frame.reset_index(drop=True)
     name, n = source.name, len(frame)
     text_names = [_column(frame, c, "text", source) for c in text_cols]
     label_names = _label_columns(frame, label_col, source) if label_col is not None else []

@@ -203,8 +203,8 @@ def test_evaluate_prints_metrics_json(home, model, new_products):
 # --------------------------------------------------------------------------- help
 
 
-VISIBLE_COMMANDS = ["train", "predict", "evaluate", "suspects", "demo", "import", "export", "explain", "serve",
-                    "users"]
+VISIBLE_COMMANDS = ["train", "predict", "embed", "evaluate", "suspects", "demo", "import", "export", "explain",
+                    "serve", "api", "users", "models"]
 
 
 def test_help_lists_the_commands_a_person_runs_and_no_internal_one():

@@ -1,0 +1,146 @@
+"""The Ray Data engine: shards are read by tasks, rows scored by a pool of actors that each
+load the bundle once (`Scorer`), results streamed back in input order.
+
+A local cluster is started unless one is running or RAY_ADDRESS names one; the `core`
+package travels to the workers (`py_modules`), the Python packages must already be there.
+Photos are read by the workers from paths or URLs (the download rules apply there too),
+and the image-embedding cache is used where the worker can reach it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import ray
+
+from core.common.settings import REPO_ROOT, studio_environment
+from core.data.shards import read_shard
+from core.inference.embed import EmbedJob, embed_rows, image_model_for
+from core.inference.rows import PATH, REPORT, ROW, SHARD, PredictJob, predict_rows, report_cell
+
+DEFAULT_BATCH = 256
+ACTOR_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
+             "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def connect(log: Callable[[str], None] = lambda line: None) -> None:
+    """Join the running Ray (tests, a notebook), the cluster RAY_ADDRESS names, or start a
+    local one; the workers get this checkout's `core` and the studio's settings."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    runtime_env = {"py_modules": [str(REPO_ROOT / "core")], "env_vars": {**studio_environment(), **ACTOR_ENV}}
+    log(f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
+    # Ray's C++ side logs notices as errors on stderr (e.g. about actor restarts, which are
+    # what we want); failures still surface as Python exceptions
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    logging.getLogger("ray").setLevel(logging.ERROR)  # our own lines say what happens
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
+             configure_logging=False)
+
+
+def _read(batch: pd.DataFrame, encoding: str) -> pd.DataFrame:
+    """A task: one shard's rows, with their shard, path and row number."""
+    shard, path = int(batch["shard"].iloc[0]), str(batch["path"].iloc[0])
+    frame = read_shard(path, encoding)
+    frame[SHARD] = shard
+    frame[PATH] = path
+    frame[ROW] = range(1, len(frame) + 1)
+    return frame
+
+
+class Scorer:
+    """An actor: the bundle loaded once, then batch after batch (rows of one or more shards)."""
+
+    def __init__(self, model_dir: str, job: PredictJob):
+        from core.models.classifier import Classifier
+
+        self.classifier = Classifier.load(model_dir)
+        self.job = job
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        parts = []
+        for (shard, path), rows in batch.groupby([SHARD, PATH], sort=False):
+            out, report = predict_rows(self.classifier, rows, Path(path), self.job)
+            out[SHARD] = int(shard)
+            out[ROW] = rows[ROW].to_numpy()
+            cells = [""] * len(out)
+            cells[0] = report_cell(report)
+            out[REPORT] = cells
+            parts.append(out)
+        return pd.concat(parts, ignore_index=True)
+
+
+def _dataset(shards: list[Path], encoding: str, actor: type, args: tuple, *, workers: int | None,
+             batch_size: int | None, progress: bool, log: Callable[[str], None]):
+    """Shards read by tasks, then `actor(*args)` over batches on a pool of `workers`."""
+    connect(log)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    # Ray Data's own bars on a terminal; never its INFO log lines (they would bury the report)
+    context.enable_progress_bars = bool(progress) and sys.stderr.isatty()
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = workers or max(1, cpus)
+    log(f"{workers} Ray worker(s) on {cpus} CPU(s)")
+    items = [{"shard": k, "path": str(p.resolve())} for k, p in enumerate(shards)]
+    # reading takes no CPU slot: with every slot held by an actor, the reads would wait forever
+    return (ray.data.from_items(items, override_num_blocks=len(items))
+            .map_batches(_read, fn_kwargs={"encoding": encoding}, batch_size=1, batch_format="pandas", num_cpus=0)
+            .map_batches(actor, fn_constructor_args=args, batch_size=batch_size or DEFAULT_BATCH,
+                         batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                         runtime_env={"env_vars": ACTOR_ENV}))
+
+
+def batches(shards: list[Path], job: PredictJob, model_dir: Path, *, workers: int | None = None,
+            batch_size: int | None = None, progress: bool = False, log: Callable[[str], None] = lambda line: None,
+            scorer: type = Scorer):
+    """(shard, first row - 1, scored rows, report dict) per scored batch, in input order."""
+    dataset = _dataset(shards, job.encoding, scorer, (str(model_dir.resolve()), job), workers=workers,
+                       batch_size=batch_size, progress=progress, log=log)
+    for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
+        for (shard, first), rows in _runs(batch):
+            report = json.loads(rows[REPORT].iloc[0]) if rows[REPORT].iloc[0] else None
+            yield shard, first, rows.drop(columns=[SHARD, ROW, REPORT]).reset_index(drop=True), report
+
+
+class Embedder:
+    """An actor: the backbone loaded once; each batch's photos embedded into the cache."""
+
+    def __init__(self, job: EmbedJob):
+        self.job = job
+        self.image_model = image_model_for(job)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        out = []
+        for (shard, path), rows in batch.groupby([SHARD, PATH], sort=False):
+            result = embed_rows(self.image_model, rows, Path(path), self.job)
+            out.append({SHARD: int(shard), ROW: int(rows[ROW].iloc[0]), REPORT: json.dumps(result)})
+        return pd.DataFrame(out)
+
+
+def embed_batches(shards: list[Path], job: EmbedJob, *, workers: int | None = None, batch_size: int | None = None,
+                  progress: bool = False, log: Callable[[str], None] = lambda line: None):
+    """(shard, first row - 1, result dict) per embedded batch, in input order."""
+    dataset = _dataset(shards, job.encoding, Embedder, (job,), workers=workers, batch_size=batch_size,
+                       progress=progress, log=log)
+    for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
+        for row in batch.itertuples(index=False):
+            record = row._asdict()
+            yield int(record[SHARD]), int(record[ROW]) - 1, json.loads(record[REPORT])
+
+
+def _runs(batch: pd.DataFrame):
+    """Split a streamed block at each batch report: ((shard, first row - 1), rows) per scored batch."""
+    starts = [i for i, cell in enumerate(batch[REPORT].tolist()) if cell] + [len(batch)]
+    if starts[0] != 0:
+        print("warning: a block began without its report", file=sys.stderr)
+        starts.insert(0, 0)
+    for a, b in zip(starts, starts[1:]):
+        rows = batch.iloc[a:b]
+        yield (int(rows[SHARD].iloc[0]), int(rows[ROW].iloc[0]) - 1), rows
