@@ -18,6 +18,7 @@ from typing import Callable
 import pandas as pd
 import ray
 
+from core.common.errors import InputError
 from core.common.settings import REPO_ROOT, studio_environment
 from core.data.shards import read_shard
 from core.inference.embed import EmbedJob, embed_rows, image_model_for
@@ -66,6 +67,8 @@ class Scorer:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         parts = []
         for (shard, path), rows in batch.groupby([SHARD, PATH], sort=False):
+            # a batch spanning shards with other columns has them as all-missing: not this shard's
+            rows = rows.dropna(axis=1, how="all")
             out, report = predict_rows(self.classifier, rows, Path(path), self.job)
             out[SHARD] = int(shard)
             out[ROW] = rows[ROW].to_numpy()
@@ -103,7 +106,7 @@ def batches(shards: list[Path], job: PredictJob, model_dir: Path, *, workers: in
     """(shard, first row - 1, scored rows, report dict) per scored batch, in input order."""
     dataset = _dataset(shards, job.encoding, scorer, (str(model_dir.resolve()), job), workers=workers,
                        batch_size=batch_size, progress=progress, log=log)
-    for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
+    for batch in _streamed(dataset):
         for (shard, first), rows in _runs(batch):
             report = json.loads(rows[REPORT].iloc[0]) if rows[REPORT].iloc[0] else None
             yield shard, first, rows.drop(columns=[SHARD, ROW, REPORT]).reset_index(drop=True), report
@@ -119,6 +122,7 @@ class Embedder:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out = []
         for (shard, path), rows in batch.groupby([SHARD, PATH], sort=False):
+            rows = rows.dropna(axis=1, how="all")
             result = embed_rows(self.image_model, rows, Path(path), self.job)
             out.append({SHARD: int(shard), ROW: int(rows[ROW].iloc[0]), REPORT: json.dumps(result)})
         return pd.DataFrame(out)
@@ -129,10 +133,34 @@ def embed_batches(shards: list[Path], job: EmbedJob, *, workers: int | None = No
     """(shard, first row - 1, result dict) per embedded batch, in input order."""
     dataset = _dataset(shards, job.encoding, Embedder, (job,), workers=workers, batch_size=batch_size,
                        progress=progress, log=log)
-    for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
-        for row in batch.itertuples(index=False):
-            record = row._asdict()
+    for batch in _streamed(dataset):
+        for record in batch.to_dict(orient="records"):
             yield int(record[SHARD]), int(record[ROW]) - 1, json.loads(record[REPORT])
+
+
+def _streamed(dataset):
+    """The dataset's blocks in order; bad input found on a worker (InputError: a missing
+    column, an unreadable shard) is raised here as itself, the rest as Ray raised it."""
+    try:
+        yield from dataset.iter_batches(batch_format="pandas", batch_size=None)
+    except Exception as exc:  # noqa: BLE001 - re-raised below unless it is the user's input
+        cause = _input_error(exc)
+        if cause is not None:
+            raise InputError(str(cause)) from None
+        raise
+
+
+def _input_error(exc: BaseException | None, depth: int = 0) -> InputError | None:
+    while exc is not None and depth < 20:
+        if isinstance(exc, InputError):
+            return exc
+        inner = getattr(exc, "cause", None)
+        if isinstance(inner, BaseException) and inner is not exc:
+            found = _input_error(inner, depth + 1)
+            if found is not None:
+                return found
+        exc, depth = exc.__cause__ or exc.__context__, depth + 1
+    return None
 
 
 def _runs(batch: pd.DataFrame):
