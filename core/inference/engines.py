@@ -71,8 +71,15 @@ def run(shards: list[Path], job: PredictJob, model_dir: Path, out: Path, *, engi
     writer = RowWriter(out, part_format)
     reports = {k: ShardReport(str(path)) for k, path in enumerate(shards)}
     unusable = 0
+    bar = None
+    if progress and engine == "ray":  # the local engine's own bars already show each shard
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" rows", desc="scored", dynamic_ncols=True)
     try:
         for k, start, frame, report in batches:
+            if bar is not None:
+                bar.update(len(frame))
             if report is not None:  # a block Ray split after its report (never seen; tolerated)
                 report_dict = report if isinstance(report, dict) else _as_dict(report)
                 reports[k].parts.append((start, report_dict))
@@ -82,6 +89,9 @@ def run(shards: list[Path], job: PredictJob, model_dir: Path, out: Path, *, engi
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     return RunSummary(writer.rows, writer.parts, [(shards[k], r.report()) for k, r in reports.items()], unusable)
 
 
