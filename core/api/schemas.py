@@ -12,6 +12,7 @@ MAX_ITEMS = 256
 MAX_IMAGE_BASE64 = 28 * 1024**2  # a 20 MB photo, base64-encoded
 MAX_URL = 2048
 MAX_TOP_K = 50
+MAX_ID = 2**62  # ids beyond SQLite's integers are refused as input, not met as overflows
 
 
 class Strict(BaseModel):
@@ -77,7 +78,7 @@ class PredictResponse(BaseModel):
 
 
 class ExplainRequest(ProductIn):
-    product_id: int | None = Field(None, description="explain a stored product (its description and photo) "
+    product_id: int | None = Field(None, ge=1, le=MAX_ID, description="explain a stored product (its description and photo) "
                                    "instead of text / image")
     label: str | None = Field(None, max_length=2000, description="the category to explain (default: the "
                               "predicted one)")
@@ -172,8 +173,9 @@ class ReviewRequest(Strict):
     decision: Literal["accept", "correct", "skip", "out_of_scope"]
     label: str | None = Field(None, max_length=2000, description="the right category (decision 'correct')")
     note: str | None = Field(None, max_length=2000)
-    prediction_id: int | None = Field(None, description="the prediction reviewed (default: the latest)")
-    seen_review_id: int | None = Field(None, description="from /v1/review/next: refuses a decision on a "
+    prediction_id: int | None = Field(None, ge=1, le=MAX_ID, description="the prediction reviewed (default: the "
+                                      "latest)")
+    seen_review_id: int | None = Field(None, ge=0, le=MAX_ID, description="from /v1/review/next: refuses a decision on a "
                                        "product someone settled after it was shown")
 
 

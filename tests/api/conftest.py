@@ -38,10 +38,3 @@ def api(app_home) -> Api:
     with TestClient(create_app(store), raise_server_exceptions=False) as client:
         yield Api(client, tokens, app_home)
 
-
-def error_of(response) -> dict:
-    """The one error shape: {"error": {"code", "message"}}."""
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    assert "Traceback" not in body["error"]["message"]
-    return body["error"]

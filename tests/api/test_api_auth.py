@@ -4,7 +4,7 @@ role matrix (the role as it is now, not as it was when the token was made)."""
 from __future__ import annotations
 
 import pytest
-from conftest import error_of
+from helpers.api import error_of
 
 from helpers.app_home import PASSWORDS
 

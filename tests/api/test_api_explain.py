@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 
-from conftest import error_of
+from helpers.api import error_of
 from helpers.apptest import png_bytes
 from PIL import Image
 

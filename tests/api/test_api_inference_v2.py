@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from conftest import error_of
+from helpers.api import error_of
 from helpers.apptest import png_bytes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import error_of
+from helpers.api import error_of
 from helpers.app_home import FAST_TRAINING
 from helpers.apptest import catalogue_upload
 
@@ -83,5 +83,7 @@ def test_bad_catalogues_are_refused_or_fail_their_job(api, tmp_path):
     assert job["state"] == "failed" and "aisle" in job["error"], job
     assert "traceback" not in str(job["result"]).lower()
     assert Store().one("SELECT count(*) AS n FROM products")["n"] == 0
-    assert api.get("/v1/jobs/0").status_code == 404
+    assert api.get("/v1/jobs/424242").status_code == 404
+    assert api.get("/v1/jobs/0").status_code == 422
+    assert api.get(f"/v1/jobs/{2**64}").status_code == 422  # found by schemathesis: was an overflow (500)
     assert api.get("/v1/jobs/abc").status_code == 422

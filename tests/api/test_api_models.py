@@ -3,7 +3,7 @@ the health check and the inference protocol follow the live version at once."""
 
 from __future__ import annotations
 
-from conftest import error_of
+from helpers.api import error_of
 from helpers.apptest import second_bundle
 
 

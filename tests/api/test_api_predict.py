@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from conftest import error_of
+from helpers.api import error_of
 from helpers.apptest import png_bytes
 
 

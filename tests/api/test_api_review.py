@@ -4,7 +4,7 @@ counts what was decided."""
 
 from __future__ import annotations
 
-from conftest import error_of
+from helpers.api import error_of
 
 TEXTS = ["Acme watch dial strap", "Zenith skillet ladle kettle", "Bolt puzzle doll blocks", "Acme watch bezel chrono"]
 

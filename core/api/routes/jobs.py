@@ -5,10 +5,10 @@ from __future__ import annotations
 import codecs
 from dataclasses import fields, replace
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 
 from core.api.context import ApiContext, allowed, context
-from core.api.schemas import ERRORS, JobOut, JobStarted, TrainRequest
+from core.api.schemas import ERRORS, MAX_ID, JobOut, JobStarted, TrainRequest
 from core.common.errors import InputError, NotFound
 from core.studio.auth import User
 from core.studio.batch import stage_upload
@@ -90,7 +90,7 @@ def train(body: TrainRequest | None = None, user: User = Depends(allowed("train"
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobOut, responses=ERRORS, summary="A job's state, progress, result")
-def job(job_id: int, user: User = Depends(allowed("train")), ctx: ApiContext = Depends(context)) -> JobOut:
+def job(job_id: int = Path(..., ge=1, le=MAX_ID), user: User = Depends(allowed("train")), ctx: ApiContext = Depends(context)) -> JobOut:
     found = get_job(ctx.store, job_id)
     if found is None:
         raise NotFound(f"no job {job_id}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from core.api.context import ApiContext, allowed, context
-from core.api.schemas import ERRORS, LabelProbability, ReviewItem, ReviewRequest, ReviewResponse
+from core.api.schemas import ERRORS, MAX_ID, LabelProbability, ReviewItem, ReviewRequest, ReviewResponse
 from core.studio.auth import User
 from core.studio.review_queue import DEFAULT_ORDER, categories_of, claim_next, record_review
 
@@ -32,7 +32,7 @@ def next_item(order: str = Query(DEFAULT_ORDER, max_length=40, description="leas
 
 @router.post("/v1/products/{product_id}/review", response_model=ReviewResponse, responses=ERRORS,
              summary="Accept, correct, skip or mark out of scope (409 when someone decided it meanwhile)")
-def review(body: ReviewRequest, product_id: int = Path(..., ge=1, le=2**62),
+def review(body: ReviewRequest, product_id: int = Path(..., ge=1, le=MAX_ID),
            user: User = Depends(allowed("review")), ctx: ApiContext = Depends(context)) -> ReviewResponse:
     review_id = record_review(ctx.store, user, product_id, body.decision, new_label=body.label,
                               prediction_id=body.prediction_id, note=body.note, seen_review_id=body.seen_review_id,
