@@ -12,15 +12,19 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import subprocess
 import sys
+import time
+import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from bench_app import products  # noqa: E402
-from helpers.browser import browser_page, log_in, streamlit_server  # noqa: E402
+from helpers.browser import browser_page, choose, free_port, log_in, streamlit_server  # noqa: E402
 
 USERS = {"maria": ("admin", "lead-pass-123"), "rita": ("reviewer", "desk-pass-123"),
          "victor": ("viewer", "look-pass-123")}
@@ -152,9 +156,42 @@ def main() -> int:
         shot(page, args.out, "models")
         open_page(page, "Users")
         shot(page, args.out, "users")
+        choose(page, "For user (enabled users only)", "victor")
+        page.get_by_label("What it is for").fill("PIM nightly import")
+        page.get_by_role("button", name="Create token").click()
+        page.get_by_text("will not be shown again").wait_for(timeout=30_000)
+        page.get_by_text("API tokens", exact=True).scroll_into_view_if_needed()
+        shot(page, args.out, "users_tokens")
         open_page(page, "Team")
         shot(page, args.out, "team")
+
+        # the HTTP API's documentation, served by `python -m core api` over the same home (offline)
+        with api_server(tmp / "screenshots_api.log") as api_url:
+            page.goto(f"{api_url}/docs")
+            page.locator(".opblock").first.wait_for(timeout=60_000)
+            shot(page, args.out, "api_docs")
     return 0
+
+
+@contextmanager
+def api_server(log_path: Path):
+    """`python -m core api` on a free port until the block ends; yields its URL."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "core", "api", "--port", str(port)], cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if urllib.request.urlopen(f"{url}/v2/health/live", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
