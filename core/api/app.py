@@ -30,4 +30,13 @@ def create_app(store: Store | None = None, model_cache: ModelCache | None = None
     for module in (health, auth, predict, models, jobs, review, monitor, inference_v2):
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit)
+    document = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = document()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(predict.SCHEMAS)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

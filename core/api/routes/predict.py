@@ -39,6 +39,12 @@ _MULTIPART_SCHEMA = {
 }
 
 
+# The JSON body is parsed by hand (the same path takes a multipart form), so FastAPI does not
+# list its models: they join the document's components here (app.py adds SCHEMAS).
+_JSON_SCHEMA = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+SCHEMAS = {**_JSON_SCHEMA.pop("$defs", {}), "PredictRequest": _JSON_SCHEMA}
+
+
 def _validated(model, data):
     try:
         return model.model_validate(data)
@@ -90,7 +96,7 @@ def predict_items(ctx: ApiContext, user: User, body: PredictRequest, *, source: 
     "/v1/predict", response_model=PredictResponse, responses=ERRORS,
     summary=f"Categorise up to {MAX_ITEMS} products; each is stored and enters the review queue",
     openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+        "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
         "multipart/form-data": {"schema": _MULTIPART_SCHEMA}}}})
 async def predict(request: Request, user: User = Depends(allowed("predict")),
                   ctx: ApiContext = Depends(context)) -> PredictResponse:
