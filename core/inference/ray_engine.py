@@ -1,5 +1,6 @@
-"""The Ray Data engine: shards are read by tasks, rows scored by a pool of actors that each
-load the bundle once (`Scorer`), results streamed back in input order.
+"""The Ray Data engine: shards are read here and handed to the cluster in blocks, rows scored
+by a pool of actors that each load the bundle once (`Scorer`), results streamed back in
+input order.
 
 A local cluster is started unless one is running or RAY_ADDRESS names one; the `core`
 package travels to the workers (`py_modules`), the Python packages must already be there.
@@ -45,14 +46,20 @@ def connect(log: Callable[[str], None] = lambda line: None) -> None:
              configure_logging=False)
 
 
-def _read(batch: pd.DataFrame, encoding: str) -> pd.DataFrame:
-    """A task: one shard's rows, with their shard, path and row number."""
-    shard, path = int(batch["shard"].iloc[0]), str(batch["path"].iloc[0])
-    frame = read_shard(path, encoding)
-    frame[SHARD] = shard
-    frame[PATH] = path
-    frame[ROW] = range(1, len(frame) + 1)
-    return frame
+def _blocks(shards: list[Path], encoding: str, block_rows: int) -> list:
+    """Every shard read here and handed to the object store in blocks of `block_rows`, with
+    their shard, path and row number. Blocks are what the actors share out: Ray gives all
+    of one task's output to one actor, so shards read by tasks would keep the others idle."""
+    refs = []
+    for k, path in enumerate(shards):
+        frame = read_shard(path, encoding)
+        frame[SHARD] = k
+        frame[PATH] = str(path.resolve())
+        frame[ROW] = range(1, len(frame) + 1)
+        refs += [ray.put(frame.iloc[start:start + block_rows].reset_index(drop=True))
+                 for start in range(0, len(frame), block_rows)]
+        del frame
+    return refs
 
 
 class Scorer:
@@ -81,7 +88,7 @@ class Scorer:
 
 def _dataset(shards: list[Path], encoding: str, actor: type, args: tuple, *, workers: int | None,
              batch_size: int | None, progress: bool, log: Callable[[str], None]):
-    """Shards read by tasks, then `actor(*args)` over batches on a pool of `workers`."""
+    """The shards in blocks, then `actor(*args)` over batches on a pool of `workers`."""
     connect(log)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -91,10 +98,7 @@ def _dataset(shards: list[Path], encoding: str, actor: type, args: tuple, *, wor
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = workers or max(1, cpus)
     log(f"{workers} Ray worker(s) on {cpus} CPU(s)")
-    items = [{"shard": k, "path": str(p.resolve())} for k, p in enumerate(shards)]
-    # reading takes no CPU slot: with every slot held by an actor, the reads would wait forever
-    return (ray.data.from_items(items, override_num_blocks=len(items))
-            .map_batches(_read, fn_kwargs={"encoding": encoding}, batch_size=1, batch_format="pandas", num_cpus=0)
+    return (ray.data.from_pandas_refs(_blocks(shards, encoding, batch_size or DEFAULT_BATCH))
             .map_batches(actor, fn_constructor_args=args, batch_size=batch_size or DEFAULT_BATCH,
                          batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                          runtime_env={"env_vars": ACTOR_ENV}))
