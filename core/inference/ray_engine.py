@@ -35,15 +35,14 @@ def connect(log: Callable[[str], None] = lambda line: None) -> None:
     local one; the workers get this checkout's `core` and the studio's settings."""
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS") or None
     runtime_env = {"py_modules": [str(REPO_ROOT / "core")], "env_vars": {**studio_environment(), **ACTOR_ENV}}
-    log(f"connecting to the Ray cluster at {address}" if address else "starting a local Ray cluster")
+    log("joining Ray (the cluster RAY_ADDRESS names, else a local one started now)")
     # Ray's C++ side logs notices as errors on stderr (e.g. about actor restarts, which are
     # what we want); failures still surface as Python exceptions
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     logging.getLogger("ray").setLevel(logging.ERROR)  # our own lines say what happens
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-             configure_logging=False)
+    ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
+             configure_logging=False)  # Ray itself reads RAY_ADDRESS
 
 
 def _blocks(shards: list[Path], encoding: str, block_rows: int) -> list:

@@ -84,7 +84,7 @@ def report_lines(stderr: str) -> list[str]:
     """The import report and warnings (not the engine's own progress lines)."""
     lines = [part.strip() for line in stderr.splitlines() for part in line.split("\r")]
     return [line for line in lines if line and "|" not in line and "Ray worker" not in line
-            and not line.startswith(("starting a local Ray", "connecting to the Ray", "wrote ", "[", "scored"))]
+            and not line.startswith(("joining Ray", "wrote ", "[", "scored"))]
 
 
 def test_ray_gives_the_local_output_row_for_row(cluster, tiny_bundle, catalogue, tmp_path, capsys):

@@ -307,6 +307,7 @@ def test_a_failed_job_message_does_not_stick_forever(app_home):
 # --------------------------------------------------------------------------- in a real browser
 
 
+@pytest.mark.slow  # 23 s: the browser over the real Flipkart files (AppTest scores uploads in the default run)
 @needs_flipkart
 @pytest.mark.skipif(chromium_path() is None, reason="Debian chromium is not installed")
 def test_browser_batch_upload_of_a_flipkart_csv_and_zip(app_home, tmp_path):

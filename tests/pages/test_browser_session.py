@@ -132,6 +132,7 @@ def change_password_in_sidebar(page, old: str, new: str) -> None:
     page.get_by_role("button", name="Save password").click()
 
 
+@pytest.mark.slow  # 14 s: two browsers (test_sessions checks the revocation itself in the default run)
 def test_a_password_change_logs_out_the_other_browsers(served, browser):
     url, store = served
     first, second = browser.new_context(), browser.new_context()  # two browsers: two cookie jars
@@ -175,6 +176,7 @@ def test_a_password_change_logs_out_the_other_browsers(served, browser):
             change_password(store, user, "viewer-new-pass-2", PASSWORDS["victor"])
 
 
+@pytest.mark.slow  # 23 s: forged, revoked and expired cookies in a browser (test_sessions covers each reason)
 def test_a_bad_or_ended_cookie_lands_on_the_log_in_form(served, browser):
     from core.studio.auth import authenticate
     from core.studio.sessions import create_session, revoke_session

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from helpers.catalogues import write_catalogue
 
 from core.common.category_path import normalise_path
@@ -51,6 +52,7 @@ def _serve(home: Path, data: Path, *extra: str, env_extra: dict | None = None, t
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # 22 s: a whole demo training in a subprocess (the screenshots walk runs it too)
 def test_first_run_creates_a_one_time_admin_trains_and_imports_the_demo(tmp_path):
     from core.studio.auth import authenticate
     from core.studio.registry import live_model
