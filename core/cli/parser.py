@@ -111,8 +111,8 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
                    help="local (this process, the default) or ray (Ray Data: a local cluster, or RAY_ADDRESS's)")
     p.add_argument("--workers", type=int, metavar="N", help="ray: actors, each with the model loaded "
                    "(default: one per CPU of the cluster)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="rows per batch (ray default 256; local default: "
-                   "a whole shard)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="rows per batch (ray default: each shard in about "
+                   "4 blocks per worker, 64-4096 rows; local default: a whole shard)")
 
 
 def _add_embed_parser(sub) -> None:
