@@ -109,6 +109,11 @@ def _fields(data: dict) -> dict:
     return {k: v for k, v in data.items() if k in known}
 
 
+def report_dict(report: ImportReport) -> dict:
+    """A batch's report as ShardReport keeps it (plain data)."""
+    return _fields(report.to_dict())
+
+
 def report_cell(report: ImportReport) -> str:
     """A batch's report as one JSON cell (it travels with the rows through Ray)."""
-    return json.dumps(_fields(report.to_dict()))
+    return json.dumps(report_dict(report))

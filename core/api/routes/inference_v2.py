@@ -16,7 +16,7 @@ from core.api.schemas import ERRORS, MAX_ITEMS, PredictItem
 from core.common.errors import InputError, NotFound
 from core.models.bundle import read_labels
 from core.studio.auth import User
-from core.studio.registry import ModelVersion, get_model, list_models, live_model
+from core.studio.registry import ModelRef, list_models, model_ref
 from core.studio.scoring import ProductInput, score_products
 from core.studio.serving import NoModel
 
@@ -53,8 +53,8 @@ class InferResponse(BaseModel):
     outputs: list[dict[str, Any]]
 
 
-def _model(ctx: ApiContext, version: str | None) -> ModelVersion:
-    row = live_model(ctx.store) if version is None else get_model(ctx.store, version)
+def _model(ctx: ApiContext, version: str | None) -> ModelRef:
+    row = model_ref(ctx.store, version)  # not the registry row: its metrics are ~0.7 MB of JSON
     if row is None and version is None:
         raise NoModel("no model is live yet")
     if row is None:
