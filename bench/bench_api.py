@@ -47,6 +47,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _report import emit  # noqa: E402 - bench/ is the script's folder
+
 DATA = Path(os.environ.get("STUDIO_SHARED_DATA", REPO.parent / "shared" / "data"))
 CONCURRENCY = (1, 4, 16)
 MODES = ("text", "text+photo")
@@ -432,10 +435,7 @@ def main() -> int:
         "server_log_errors": server_errors[:5],
         "targets": targets(api, reference),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

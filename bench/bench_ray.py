@@ -53,6 +53,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _report import emit  # noqa: E402 - bench/ is the script's folder
+
 DATA = Path(os.environ.get("STUDIO_SHARED_DATA", REPO.parent / "shared" / "data"))
 API_BUNDLE = Path(tempfile.gettempdir()) / "catalog_studio_bench_api" / "flipkart_depth3"
 TARGETS = {"photo_scaling_1_to_2_workers": 1.7}
@@ -660,10 +663,7 @@ def main() -> int:
             "touches them; max_private_mb does not."),
         "bench_seconds": round(time.perf_counter() - bench_started, 1),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 
